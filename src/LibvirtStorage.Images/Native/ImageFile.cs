@@ -1,4 +1,4 @@
-using System.Buffers;
+using System.Numerics;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
@@ -11,7 +11,12 @@ namespace LibvirtStorage.Images.Native;
 /// </summary>
 internal sealed class ImageFile : IDisposable
 {
-    private const int DirectAlignment = 4096;
+    /// <summary>Alignment assumed for O_DIRECT when the kernel cannot tell (statx STATX_DIOALIGN, Linux 6.1+).</summary>
+    private const int FallbackDirectAlignment = 4096;
+
+    private readonly Lock _readModifyWriteLock = new();
+    private readonly Lock _bufferedLock = new();
+    private SafeFileHandle? _buffered;
 
     private ImageFile(string path, SafeFileHandle handle, bool writable, bool direct)
     {
@@ -19,6 +24,7 @@ internal sealed class ImageFile : IDisposable
         Handle = handle;
         Writable = writable;
         Direct = direct;
+        (OffsetAlignment, MemoryAlignment) = direct ? ProbeDirectAlignment(handle) : (1, 1);
     }
 
     public string Path { get; }
@@ -30,6 +36,12 @@ internal sealed class ImageFile : IDisposable
     public bool Direct { get; }
 
     public int Fd => (int)Handle.DangerousGetHandle();
+
+    /// <summary>Alignment O_DIRECT needs for file offsets and lengths (1 without O_DIRECT).</summary>
+    public int OffsetAlignment { get; }
+
+    /// <summary>Alignment O_DIRECT needs for memory buffers (1 without O_DIRECT).</summary>
+    public int MemoryAlignment { get; }
 
     public static ImageFile Open(string path, bool writable, bool direct)
     {
@@ -71,26 +83,13 @@ internal sealed class ImageFile : IDisposable
             return;
         }
 
-        while (!buffer.IsEmpty)
+        try
         {
-            int n;
-            try
-            {
-                n = RandomAccess.Read(Handle, buffer, offset);
-            }
-            catch (IOException e)
-            {
-                throw new ImageException(ErrorKind.Io, $"read of {buffer.Length} bytes at {offset} failed: {e.Message}", Path, offset, e);
-            }
-
-            if (n == 0)
-            {
-                buffer.Clear();
-                return;
-            }
-
-            buffer = buffer[n..];
-            offset += n;
+            ReadFully(buffer, offset);
+        }
+        catch (IOException e)
+        {
+            throw new ImageException(ErrorKind.Io, $"read of {buffer.Length} bytes at {offset} failed: {e.Message}", Path, offset, e);
         }
     }
 
@@ -200,53 +199,66 @@ internal sealed class ImageFile : IDisposable
         return r < 0 ? Length : r;
     }
 
-    public void Dispose() => Handle.Dispose();
+    public void Dispose()
+    {
+        _buffered?.Dispose();
+        Handle.Dispose();
+    }
 
-    private static bool IsAligned(ReadOnlySpan<byte> buffer, long offset)
+    private bool IsAligned(ReadOnlySpan<byte> buffer, long offset)
     {
         unsafe
         {
             fixed (byte* p = buffer)
             {
-                return ((ulong)offset | (uint)buffer.Length | (ulong)p) % 512 == 0;
+                // SAFETY: the pointer is only compared, never dereferenced.
+                return (((ulong)offset | (uint)buffer.Length) & (ulong)(OffsetAlignment - 1)) == 0
+                    && ((ulong)p & (ulong)(MemoryAlignment - 1)) == 0;
             }
         }
     }
 
-    private void WriteZeroesSlow(long offset, long length)
+    private unsafe void WriteZeroesSlow(long offset, long length)
     {
-        byte[] zeroes = ArrayPool<byte>.Shared.Rent(1 << 20);
+        const int Chunk = 1 << 20;
+        // An aligned buffer, so O_DIRECT writes of it need no bounce when the range is aligned.
+        void* zeroes = NativeMemory.AlignedAlloc(Chunk, FallbackDirectAlignment);
         try
         {
-            Array.Clear(zeroes);
+            // SAFETY: zeroes is a fresh allocation of Chunk bytes, freed below.
+            var span = new Span<byte>(zeroes, Chunk);
+            span.Clear();
             while (length > 0)
             {
-                int n = (int)Math.Min(length, zeroes.Length);
-                Write(zeroes.AsSpan(0, n), offset);
+                int n = (int)Math.Min(length, Chunk);
+                Write(span[..n], offset);
                 offset += n;
                 length -= n;
             }
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(zeroes);
+            NativeMemory.AlignedFree(zeroes);
         }
     }
 
-    // O_DIRECT needs sector-aligned offsets, lengths and buffers. Unaligned requests (rare: metadata
-    // entries, sub-sector guest I/O) go through an aligned bounce buffer.
+    // O_DIRECT needs aligned offsets, lengths and buffers. Unaligned requests (rare: metadata entries,
+    // sub-sector guest I/O, managed buffers) go through an aligned bounce buffer.
     private unsafe void ReadBounced(Span<byte> buffer, long offset)
     {
-        long start = offset & ~(long)(DirectAlignment - 1);
-        long end = (offset + buffer.Length + DirectAlignment - 1) & ~(long)(DirectAlignment - 1);
-        nuint size = (nuint)(end - start);
-        void* bounce = NativeMemory.AlignedAlloc(size, DirectAlignment);
+        long start = AlignDown(offset);
+        long end = AlignUp(offset + buffer.Length);
+        void* bounce = AllocateAligned(end - start);
         try
         {
-            // SAFETY: bounce is a fresh allocation of exactly size bytes.
-            var span = new Span<byte>(bounce, (int)size);
-            ReadDirect(span, start);
+            // SAFETY: bounce is a fresh allocation of exactly end - start bytes, freed below.
+            var span = new Span<byte>(bounce, (int)(end - start));
+            ReadFully(span, start);
             span.Slice((int)(offset - start), buffer.Length).CopyTo(buffer);
+        }
+        catch (IOException e)
+        {
+            throw new ImageException(ErrorKind.Io, $"read of {buffer.Length} bytes at {offset} failed: {e.Message}", Path, offset, e);
         }
         finally
         {
@@ -256,17 +268,62 @@ internal sealed class ImageFile : IDisposable
 
     private unsafe void WriteBounced(ReadOnlySpan<byte> buffer, long offset)
     {
-        long start = offset & ~(long)(DirectAlignment - 1);
-        long end = (offset + buffer.Length + DirectAlignment - 1) & ~(long)(DirectAlignment - 1);
-        nuint size = (nuint)(end - start);
-        void* bounce = NativeMemory.AlignedAlloc(size, DirectAlignment);
+        long start = AlignDown(offset);
+        long end = AlignUp(offset + buffer.Length);
+        bool partialHead = start != offset;
+        bool partialTail = end != offset + buffer.Length;
+        void* bounce = AllocateAligned(end - start);
         try
         {
-            // SAFETY: bounce is a fresh allocation of exactly size bytes.
-            var span = new Span<byte>(bounce, (int)size);
-            ReadDirect(span, start);
-            buffer.CopyTo(span[(int)(offset - start)..]);
-            RandomAccess.Write(Handle, span, start);
+            // SAFETY: bounce is a fresh allocation of exactly end - start bytes, freed below.
+            var span = new Span<byte>(bounce, (int)(end - start));
+            if (!partialHead && !partialTail)
+            {
+                // Only the memory is unaligned: no other bytes are touched, so no read-modify-write.
+                buffer.CopyTo(span);
+                RandomAccess.Write(Handle, span, start);
+                return;
+            }
+
+            // Read-modify-write of the partial blocks at either end. Two of these on the same block
+            // must not interleave (each would write back the other's old bytes), so they take turns.
+            lock (_readModifyWriteLock)
+            {
+                int block = OffsetAlignment;
+                if (partialHead)
+                {
+                    ReadFully(span[..block], start);
+                }
+
+                if (partialTail && (end - block > start || !partialHead))
+                {
+                    ReadFully(span[^block..], end - block);
+                }
+
+                buffer.CopyTo(span[(int)(offset - start)..]);
+
+                // Never make the file longer than the write itself: the padding of the last block
+                // past end of file goes nowhere. The aligned part is written directly, and the short
+                // remainder through the page cache (the kernel keeps both views coherent).
+                long limit = Math.Max(Length, offset + buffer.Length);
+                if (limit >= end)
+                {
+                    RandomAccess.Write(Handle, span, start);
+                    return;
+                }
+
+                int direct = (int)(AlignDown(limit) - start);
+                if (direct > 0)
+                {
+                    RandomAccess.Write(Handle, span[..direct], start);
+                }
+
+                RandomAccess.Write(BufferedHandle(), span[direct..(int)(limit - start)], start + direct);
+            }
+        }
+        catch (IOException e)
+        {
+            throw new ImageException(ErrorKind.Io, $"write of {buffer.Length} bytes at {offset} failed: {e.Message}", Path, offset, e);
         }
         finally
         {
@@ -274,19 +331,68 @@ internal sealed class ImageFile : IDisposable
         }
     }
 
-    private void ReadDirect(Span<byte> span, long offset)
+    /// <summary>
+    /// Reads span fully; what lies past end of file reads as zeroes. With O_DIRECT a transfer that stops
+    /// at an unaligned position can only have stopped at end of file, so the rest is zeroes too (asking
+    /// again from an unaligned position would fail with EINVAL).
+    /// </summary>
+    private void ReadFully(Span<byte> span, long offset)
     {
         while (!span.IsEmpty)
         {
             int n = RandomAccess.Read(Handle, span, offset);
-            if (n == 0)
+            span = span[n..];
+            offset += n;
+            if (n == 0 || (Direct && !span.IsEmpty && !IsAligned(span, offset)))
             {
                 span.Clear();
                 return;
             }
-
-            span = span[n..];
-            offset += n;
         }
+    }
+
+    /// <summary>A second descriptor on the same file without O_DIRECT, for the unaligned tail of a file.</summary>
+    private SafeFileHandle BufferedHandle()
+    {
+        lock (_bufferedLock)
+        {
+            if (_buffered is null)
+            {
+                // /proc/self/fd reopens this very file even if it was renamed or unlinked.
+                int fd = Libc.open($"/proc/self/fd/{Fd}", Libc.O_RDWR | Libc.O_CLOEXEC, 0);
+                if (fd < 0)
+                {
+                    ThrowHelper.Io(Path, 0, Marshal.GetLastPInvokeError(), "reopen without O_DIRECT");
+                }
+
+                _buffered = new SafeFileHandle(fd, ownsHandle: true);
+            }
+
+            return _buffered;
+        }
+    }
+
+    private long AlignDown(long value) => value & ~(long)(OffsetAlignment - 1);
+
+    private long AlignUp(long value) => (value + OffsetAlignment - 1) & ~(long)(OffsetAlignment - 1);
+
+    private unsafe void* AllocateAligned(long size) =>
+        NativeMemory.AlignedAlloc((nuint)size, (nuint)Math.Max(OffsetAlignment, MemoryAlignment));
+
+    private static unsafe (int Offset, int Memory) ProbeDirectAlignment(SafeFileHandle handle)
+    {
+        StatxBuffer stx = default;
+        // SAFETY: stx is a local of the full 256-byte struct statx size; the kernel writes within it.
+        if (Libc.statx((int)handle.DangerousGetHandle(), string.Empty, Libc.AT_EMPTY_PATH, Libc.STATX_DIOALIGN, &stx) == 0
+            && (stx.Mask & Libc.STATX_DIOALIGN) != 0
+            && stx.DioOffsetAlign != 0
+            && stx.DioMemAlign != 0
+            && BitOperations.IsPow2(stx.DioOffsetAlign)
+            && BitOperations.IsPow2(stx.DioMemAlign))
+        {
+            return ((int)stx.DioOffsetAlign, (int)stx.DioMemAlign);
+        }
+
+        return (FallbackDirectAlignment, FallbackDirectAlignment);
     }
 }
