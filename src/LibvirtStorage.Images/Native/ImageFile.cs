@@ -185,6 +185,9 @@ internal sealed class ImageFile : IDisposable
         WriteZeroesSlow(offset, length);
     }
 
+    /// <summary>Writes real zero bytes over the range (QEMU's preallocation=full), never leaving holes or unwritten extents.</summary>
+    public void FillZeroes(long offset, long length) => WriteZeroesSlow(offset, length);
+
     /// <summary>Next offset at or after <paramref name="offset"/> holding data, or -1 past the last data.</summary>
     public long SeekData(long offset)
     {
