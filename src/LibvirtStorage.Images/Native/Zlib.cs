@@ -128,33 +128,13 @@ internal sealed unsafe class ZlibStream : SafeHandle
             return -1;
         }
 
-        var strm = (ZStream*)handle;
-        Zlib.deflateReset(strm);
-        fixed (byte* pIn = src)
-        fixed (byte* pOut = dst)
+        int rc = Run(src, dst, out uint availOut, out string? message);
+        return rc switch
         {
-            // SAFETY: both spans stay pinned for the one deflate call that uses the pointers, and the
-            // pointers are cleared before the pins end.
-            strm->NextIn = pIn;
-            strm->AvailIn = (uint)src.Length;
-            strm->NextOut = pOut;
-            strm->AvailOut = (uint)dst.Length;
-            int rc = Zlib.deflate(strm, Zlib.Z_FINISH);
-            int produced = dst.Length - (int)strm->AvailOut;
-            strm->NextIn = null;
-            strm->NextOut = null;
-            if (rc == Zlib.Z_STREAM_END)
-            {
-                return produced;
-            }
-
-            if (rc is Zlib.Z_OK or Zlib.Z_BUF_ERROR)
-            {
-                return -1;
-            }
-
-            throw new InvalidOperationException($"zlib deflate failed: {Zlib.Message(strm, rc)}");
-        }
+            Zlib.Z_STREAM_END => dst.Length - (int)availOut,
+            Zlib.Z_OK or Zlib.Z_BUF_ERROR => -1,
+            _ => throw new InvalidOperationException($"zlib deflate failed: {message}"),
+        };
     }
 
     /// <summary>
@@ -169,28 +149,35 @@ internal sealed unsafe class ZlibStream : SafeHandle
             return null;
         }
 
+        int rc = Run(src, dst, out uint missing, out string? message);
+        if (rc is Zlib.Z_STREAM_END or Zlib.Z_BUF_ERROR)
+        {
+            return missing == 0 ? null : $"the data ends {missing} bytes short of a cluster";
+        }
+
+        return message;
+    }
+
+    /// <summary>Resets the stream and runs one deflate or inflate call with Z_FINISH over the two buffers.</summary>
+    private int Run(ReadOnlySpan<byte> src, Span<byte> dst, out uint availOut, out string? message)
+    {
         var strm = (ZStream*)handle;
-        Zlib.inflateReset(strm);
+        _ = _deflate ? Zlib.deflateReset(strm) : Zlib.inflateReset(strm);
         fixed (byte* pIn = src)
         fixed (byte* pOut = dst)
         {
-            // SAFETY: as in Deflate; inflate writes at most AvailOut bytes from NextOut.
+            // SAFETY: both spans stay pinned for the one call that uses the pointers, zlib writes at
+            // most AvailOut bytes from NextOut, and the pointers are cleared before the pins end.
             strm->NextIn = pIn;
             strm->AvailIn = (uint)src.Length;
             strm->NextOut = pOut;
             strm->AvailOut = (uint)dst.Length;
-            int rc = Zlib.inflate(strm, Zlib.Z_FINISH);
-            uint missing = strm->AvailOut;
+            int rc = _deflate ? Zlib.deflate(strm, Zlib.Z_FINISH) : Zlib.inflate(strm, Zlib.Z_FINISH);
+            availOut = strm->AvailOut;
+            message = rc is Zlib.Z_OK or Zlib.Z_STREAM_END ? null : Zlib.Message(strm, rc);
             strm->NextIn = null;
             strm->NextOut = null;
-            if ((rc == Zlib.Z_STREAM_END || rc == Zlib.Z_BUF_ERROR) && missing == 0)
-            {
-                return null;
-            }
-
-            return rc is Zlib.Z_STREAM_END or Zlib.Z_BUF_ERROR
-                ? $"the data ends {missing} bytes short of a cluster"
-                : Zlib.Message(strm, rc);
+            return rc;
         }
     }
 

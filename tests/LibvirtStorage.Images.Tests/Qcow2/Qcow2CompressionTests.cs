@@ -12,6 +12,8 @@ public sealed class Qcow2CompressionTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
+    public static TheoryData<CompressionType> Types => new(CompressionType.Zlib, CompressionType.Zstd);
+
     public static TheoryData<CompressionType, int> TypesAndClusterSizes()
     {
         var data = new TheoryData<CompressionType, int>();
@@ -36,13 +38,12 @@ public sealed class Qcow2CompressionTests : IDisposable
         Assert.InRange(length, 1, clusterSize / 2);
 
         byte[] back = new byte[clusterSize];
-        Assert.Equal(clusterSize, Qcow2Compression.Decompress(type, compressed.AsSpan(0, length), back));
+        Assert.Equal(clusterSize, Qcow2Compression.Decompress(type, compressed, back));
         Assert.Equal(cluster, back);
     }
 
     [Theory]
-    [InlineData(CompressionType.Zlib)]
-    [InlineData(CompressionType.Zstd)]
+    [MemberData(nameof(Types))]
     public void Compress_RandomData_DoesNotFit_ReturnsMinusOne(CompressionType type)
     {
         byte[] cluster = new byte[65536];
@@ -52,18 +53,17 @@ public sealed class Qcow2CompressionTests : IDisposable
     }
 
     [Theory]
-    [InlineData(CompressionType.Zlib)]
-    [InlineData(CompressionType.Zstd)]
+    [MemberData(nameof(Types))]
     public void Decompress_IgnoresBytesAfterTheStream(CompressionType type)
     {
         // qcow2 stores compressed lengths in whole sectors, so the input runs on into the next cluster.
         byte[] cluster = Compressible(65536, seed: 3);
-        byte[] buffer = new byte[65536];
-        int length = Qcow2Compression.Compress(type, cluster, buffer);
-        new Random(4).NextBytes(buffer.AsSpan(length, 1000));
+        byte[] compressed = CompressCluster(type, cluster);
+        byte[] noise = new byte[1000];
+        new Random(4).NextBytes(noise);
 
         byte[] back = new byte[65536];
-        Qcow2Compression.Decompress(type, buffer.AsSpan(0, length + 1000), back);
+        Qcow2Compression.Decompress(type, [.. compressed, .. noise], back);
         Assert.Equal(cluster, back);
     }
 
@@ -71,10 +71,8 @@ public sealed class Qcow2CompressionTests : IDisposable
     public void Zlib_OurOutput_InflatesWithWindowBitsMinus12()
     {
         byte[] cluster = Compressible(65536, seed: 5);
-        byte[] compressed = new byte[65535];
-        int length = Qcow2Compression.Compress(CompressionType.Zlib, cluster, compressed);
-
-        Assert.Equal(cluster, InflateMinus12(compressed.AsSpan(0, length), cluster.Length));
+        byte[] compressed = CompressCluster(CompressionType.Zlib, cluster);
+        Assert.Equal(cluster, InflateMinus12(compressed, cluster.Length));
     }
 
     [Fact]
@@ -105,13 +103,12 @@ public sealed class Qcow2CompressionTests : IDisposable
     }
 
     [Theory]
-    [InlineData(CompressionType.Zlib)]
-    [InlineData(CompressionType.Zstd)]
+    [MemberData(nameof(Types))]
     public void Decompress_Truncated_IsCorrupt(CompressionType type)
     {
         byte[] cluster = Compressible(65536, seed: 8);
-        byte[] compressed = new byte[65535];
-        int length = Qcow2Compression.Compress(type, cluster, compressed);
+        byte[] compressed = CompressCluster(type, cluster);
+        int length = compressed.Length;
 
         // (zlib may fill the cluster without the stream's last byte, which QEMU accepts too.)
         int[] cuts = type == CompressionType.Zstd ? [0, 1, length / 2, length - 1] : [0, 1, length / 2];
@@ -123,8 +120,7 @@ public sealed class Qcow2CompressionTests : IDisposable
     }
 
     [Theory]
-    [InlineData(CompressionType.Zlib)]
-    [InlineData(CompressionType.Zstd)]
+    [MemberData(nameof(Types))]
     public void Decompress_Garbage_IsCorrupt(CompressionType type)
     {
         var random = new Random(9);
@@ -138,18 +134,17 @@ public sealed class Qcow2CompressionTests : IDisposable
     }
 
     [Theory]
-    [InlineData(CompressionType.Zlib)]
-    [InlineData(CompressionType.Zstd)]
+    [MemberData(nameof(Types))]
     public void Decompress_MutatedStreams_EitherSucceedOrAreCorrupt(CompressionType type)
     {
         byte[] cluster = Compressible(65536, seed: 20);
-        byte[] compressed = new byte[65535];
-        int length = Qcow2Compression.Compress(type, cluster, compressed);
+        byte[] compressed = CompressCluster(type, cluster);
+        int length = compressed.Length;
         var random = new Random(21);
         int corrupt = 0;
         for (int i = 0; i < 500; i++)
         {
-            byte[] mutated = compressed.AsSpan(0, length).ToArray();
+            byte[] mutated = compressed.ToArray();
             for (int flips = random.Next(1, 8); flips > 0; flips--)
             {
                 mutated[random.Next(mutated.Length)] ^= (byte)(1 << random.Next(8));
@@ -172,11 +167,10 @@ public sealed class Qcow2CompressionTests : IDisposable
     public void Zstd_AcceptsConcatenatedFrames_LikeQemu()
     {
         byte[] cluster = Compressible(65536, seed: 10);
-        byte[] first = new byte[65536];
-        byte[] second = new byte[65536];
-        int a = Qcow2Compression.Compress(CompressionType.Zstd, cluster.AsSpan(0, 20000), first);
-        int b = Qcow2Compression.Compress(CompressionType.Zstd, cluster.AsSpan(20000), second);
-        byte[] both = [.. first.AsSpan(0, a), .. second.AsSpan(0, b)];
+        byte[] both = [
+            .. CompressCluster(CompressionType.Zstd, cluster.AsSpan(0, 20000)),
+            .. CompressCluster(CompressionType.Zstd, cluster.AsSpan(20000)),
+        ];
 
         byte[] back = new byte[65536];
         Qcow2Compression.Decompress(CompressionType.Zstd, both, back);
@@ -187,9 +181,8 @@ public sealed class Qcow2CompressionTests : IDisposable
     public void Zstd_FrameLongerThanTheCluster_IsCorrupt()
     {
         byte[] data = Compressible(65536, seed: 11);
-        byte[] compressed = new byte[65536];
-        int length = Qcow2Compression.Compress(CompressionType.Zstd, data, compressed);
-        var e = Assert.Throws<ImageException>(() => Qcow2Compression.Decompress(CompressionType.Zstd, compressed.AsSpan(0, length), new byte[4096]));
+        byte[] compressed = CompressCluster(CompressionType.Zstd, data);
+        var e = Assert.Throws<ImageException>(() => Qcow2Compression.Decompress(CompressionType.Zstd, compressed, new byte[4096]));
         Assert.Equal(ErrorKind.Corrupt, e.Kind);
     }
 
@@ -198,10 +191,9 @@ public sealed class Qcow2CompressionTests : IDisposable
     {
         // QEMU accepts Z_BUF_ERROR with a full output: only dst.Length bytes are needed.
         byte[] data = Compressible(65536, seed: 12);
-        byte[] compressed = new byte[65536];
-        int length = Qcow2Compression.Compress(CompressionType.Zlib, data, compressed);
+        byte[] compressed = CompressCluster(CompressionType.Zlib, data);
         byte[] back = new byte[4096];
-        Qcow2Compression.Decompress(CompressionType.Zlib, compressed.AsSpan(0, length), back);
+        Qcow2Compression.Decompress(CompressionType.Zlib, compressed, back);
         Assert.Equal(data.AsSpan(0, 4096).ToArray(), back);
     }
 
@@ -222,10 +214,9 @@ public sealed class Qcow2CompressionTests : IDisposable
         {
             CompressionType type = i % 2 == 0 ? CompressionType.Zlib : CompressionType.Zstd;
             byte[] cluster = Compressible(65536, seed: 100 + i);
-            byte[] compressed = new byte[65535];
-            int length = Qcow2Compression.Compress(type, cluster, compressed);
+            byte[] compressed = CompressCluster(type, cluster);
             byte[] back = new byte[65536];
-            Qcow2Compression.Decompress(type, compressed.AsSpan(0, length), back);
+            Qcow2Compression.Decompress(type, compressed, back);
             Assert.Equal(cluster, back);
         });
     }
@@ -254,9 +245,8 @@ public sealed class Qcow2CompressionTests : IDisposable
         using var qcow2 = new CompressedClusterFile(image);
         for (int i = 0; i < 4; i++)
         {
-            byte[] ours = new byte[65535];
-            int length = Qcow2Compression.Compress(CompressionType.Zlib, disk.AsSpan(i * 65536, 65536), ours);
-            Assert.Equal(ours.AsSpan(0, length).ToArray(), qcow2.ReadCompressed(i)[..length].ToArray());
+            byte[] ours = CompressCluster(CompressionType.Zlib, disk.AsSpan(i * 65536, 65536));
+            Assert.Equal(ours, qcow2.ReadCompressed(i)[..ours.Length]);
         }
     }
 
@@ -274,10 +264,7 @@ public sealed class Qcow2CompressionTests : IDisposable
         {
             for (int i = 0; i < 4; i++)
             {
-                byte[] ours = new byte[65535];
-                int length = Qcow2Compression.Compress(type, replacement.AsSpan(i * 65536, 65536), ours);
-                Assert.True(length > 0);
-                qcow2.ReplaceCompressed(i, ours.AsSpan(0, length));
+                qcow2.ReplaceCompressed(i, CompressCluster(type, replacement.AsSpan(i * 65536, 65536)));
             }
         }
 
@@ -285,6 +272,15 @@ public sealed class Qcow2CompressionTests : IDisposable
         File.WriteAllBytes(expected, replacement);
         ToolResult compare = QemuTools.Run("qemu-img", ["compare", "-f", "qcow2", "-F", "raw", image, expected]);
         Assert.True(compare.ExitCode == 0, compare.AllOutput);
+    }
+
+    /// <summary>Compresses one cluster the way QEMU asks (into cluster size - 1 bytes) and returns exactly the compressed bytes.</summary>
+    private static byte[] CompressCluster(CompressionType type, ReadOnlySpan<byte> cluster)
+    {
+        byte[] buffer = new byte[cluster.Length - 1];
+        int length = Qcow2Compression.Compress(type, cluster, buffer);
+        Assert.True(length > 0, "the test data should compress");
+        return buffer.AsSpan(0, length).ToArray();
     }
 
     private string QemuCompressedImage(byte[] disk, string compressionType)
