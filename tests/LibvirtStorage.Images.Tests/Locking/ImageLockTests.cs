@@ -213,6 +213,60 @@ public sealed class ImageLockTests : IDisposable
         Assert.Empty(LockedBytes(image));
     }
 
+    [Fact]
+    public void EngineQcow2Open_ThroughImageOpener_RefusesQemuUnlessForceShare()
+    {
+        string image = CreateQcow2("a.qcow2");
+        using IBlockImage opened = ImageOpener.Open(image);
+
+        ToolResult rw = QemuTools.Run("qemu-io", ["-f", "qcow2", "-c", "read 0 512", image]);
+        Assert.Contains("Failed to get \"write\" lock", rw.AllOutput, StringComparison.Ordinal);
+        ToolResult info = QemuTools.Run("qemu-img", ["info", image]);
+        Assert.Contains("Failed to get shared \"write\" lock", info.AllOutput, StringComparison.Ordinal);
+        ToolResult shared = QemuTools.Run("qemu-io", ["-U", "-r", "-f", "qcow2", "-c", "read 0 512", image]);
+        Assert.True(shared.ExitCode == 0, shared.AllOutput);
+    }
+
+    [Fact]
+    public void EngineChain_HoldsItsBackingReadOnly_AndAQemuOverlayMayShareIt()
+    {
+        string baseImage = CreateQcow2("base.qcow2");
+        QemuTools.RunChecked("qemu-io", "-f", "qcow2", "-c", "write -P 5 0 64k", baseImage);
+        string ours = _dir.File("ours.qcow2");
+        string theirs = _dir.File("theirs.qcow2");
+        QemuTools.RunChecked("qemu-img", "create", "-f", "qcow2", "-b", baseImage, "-F", "qcow2", ours);
+        QemuTools.RunChecked("qemu-img", "create", "-f", "qcow2", "-b", baseImage, "-F", "qcow2", theirs);
+
+        using IBlockImage chain = ImageOpener.Open(ours);
+        Assert.Equal(new[] { 100, 201, 203 }, LockedBytes(baseImage));
+        Assert.Equal(new[] { 100, 101, 103, 201, 203 }, LockedBytes(ours));
+
+        ToolResult write = QemuTools.Run("qemu-io", ["-f", "qcow2", "-c", "read -P 5 0 64k", "-c", "write -P 6 0 4k", theirs]);
+        Assert.True(write.ExitCode == 0, write.AllOutput);
+        Assert.DoesNotContain("fail", write.AllOutput, StringComparison.OrdinalIgnoreCase);
+
+        ToolResult baseWriter = QemuTools.Run("qemu-io", ["-f", "qcow2", "-c", "write 0 512", baseImage]);
+        Assert.Contains("Failed to get \"write\" lock", baseWriter.AllOutput, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void QemuChain_EngineMayOpenTheSharedBase_ButNotTheOverlay()
+    {
+        string baseImage = CreateQcow2("base.qcow2");
+        string overlay = _dir.File("overlay.qcow2");
+        QemuTools.RunChecked("qemu-img", "create", "-f", "qcow2", "-b", baseImage, "-F", "qcow2", overlay);
+        using BackgroundTool qemu = HoldWithQemuIo(overlay, readOnly: false);
+        WaitUntilLocked(baseImage, ImageLock.PermissionBase);
+
+        using (IBlockImage shared = ImageOpener.Open(baseImage, new ImageOpenOptions { ReadOnly = true }))
+        {
+            Assert.Equal(1 << 20, shared.VirtualSize);
+        }
+
+        Assert.Equal(ErrorKind.Locked, Assert.Throws<ImageException>(() => ImageOpener.Open(baseImage)).Kind);
+        Assert.Equal(ErrorKind.Locked, Assert.Throws<ImageException>(() => ImageOpener.Open(overlay, new ImageOpenOptions { ReadOnly = true })).Kind);
+    }
+
     private string CreateQcow2(string name)
     {
         string path = _dir.File(name);

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Text.Json;
 using LibvirtStorage.Images.Native;
 using LibvirtStorage.Images.Qcow2;
 using LibvirtStorage.Images.Tests.Infrastructure;
@@ -272,6 +273,47 @@ public sealed class Qcow2CompressionTests : IDisposable
         File.WriteAllBytes(expected, replacement);
         ToolResult compare = QemuTools.Run("qemu-img", ["compare", "-f", "qcow2", "-F", "raw", image, expected]);
         Assert.True(compare.ExitCode == 0, compare.AllOutput);
+    }
+
+    [Theory]
+    [InlineData("zlib")]
+    [InlineData("zstd")]
+    public void Engine_ReadsQemuCompressedImages(string qemuType)
+    {
+        byte[] disk = Compressible(4 * 65536, seed: 17);
+        string image = QemuCompressedImage(disk, qemuType);
+        using IBlockImage opened = ImageOpener.Open(image, new ImageOpenOptions { ReadOnly = true });
+        byte[] back = new byte[disk.Length];
+        opened.Read(0, back);
+        Assert.Equal(disk, back);
+    }
+
+    [Theory]
+    [InlineData(CompressionType.Zlib, "zlib")]
+    [InlineData(CompressionType.Zstd, "zstd")]
+    public void Engine_CompressedWrites_PassQemuImgCheckAndCompare(CompressionType type, string qemuType)
+    {
+        byte[] disk = Compressible(4 * 65536, seed: 18);
+        string image = _dir.File("ours.qcow2");
+        ImageOpener.Create(image, new ImageCreateOptions { Size = disk.Length, CompressionType = type });
+        using (var opened = (Qcow2Image)ImageOpener.Open(image))
+        {
+            for (int i = 0; i < 4; i++)
+            {
+                opened.WriteCompressed(i * 65536L, disk.AsSpan(i * 65536, 65536));
+            }
+
+            opened.Flush();
+        }
+
+        QemuTools.RunChecked("qemu-img", "check", image);
+        Assert.Contains("compression type: " + qemuType, QemuTools.RunChecked("qemu-img", "info", image), StringComparison.Ordinal);
+        string expected = _dir.File("expected.raw");
+        File.WriteAllBytes(expected, disk);
+        ToolResult compare = QemuTools.Run("qemu-img", ["compare", "-f", "qcow2", "-F", "raw", image, expected]);
+        Assert.True(compare.ExitCode == 0, compare.AllOutput);
+        using JsonDocument map = JsonDocument.Parse(QemuTools.RunChecked("qemu-img", "map", "--output=json", image));
+        Assert.All(map.RootElement.EnumerateArray(), e => Assert.False(e.TryGetProperty("offset", out _), "compressed clusters have no plain host offset"));
     }
 
     /// <summary>Compresses one cluster the way QEMU asks (into cluster size - 1 bytes) and returns exactly the compressed bytes.</summary>
