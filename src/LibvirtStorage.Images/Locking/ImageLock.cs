@@ -40,20 +40,21 @@ internal sealed class ImageLock : IDisposable
     private const int PermissionCount = 4;
 
     private readonly ImageFile _file;
+    private BlockPermissions _lockedHeld;
+    private BlockPermissions _lockedUnshared;
     private int _disposed;
 
-    private ImageLock(ImageFile file, BlockPermissions held, BlockPermissions shared)
+    private ImageLock(ImageFile file)
     {
         _file = file;
-        Held = held;
-        Shared = shared;
+        Shared = BlockPermissions.All;
     }
 
     /// <summary>Permissions this lock holds.</summary>
-    public BlockPermissions Held { get; }
+    public BlockPermissions Held { get; private set; }
 
     /// <summary>Permissions this lock leaves to other users.</summary>
-    public BlockPermissions Shared { get; }
+    public BlockPermissions Shared { get; private set; }
 
     /// <summary>Takes the locks for a reader or a writer; throws <see cref="ImageException"/> (Locked) on conflict.</summary>
     public static ImageLock Acquire(ImageFile file, bool writable) =>
@@ -73,11 +74,10 @@ internal sealed class ImageLock : IDisposable
     public static ImageLock Acquire(ImageFile file, BlockPermissions held, BlockPermissions shared)
     {
         ArgumentNullException.ThrowIfNull(file);
-        var imageLock = new ImageLock(file, held & BlockPermissions.All, shared & BlockPermissions.All);
+        var imageLock = new ImageLock(file);
         try
         {
-            imageLock.Apply();
-            imageLock.Check();
+            imageLock.Change(held, shared);
         }
         catch
         {
@@ -86,6 +86,34 @@ internal sealed class ImageLock : IDisposable
         }
 
         return imageLock;
+    }
+
+    /// <summary>
+    /// Changes what this lock holds and shares (for example a backing file that a commit job is about
+    /// to write), in QEMU's two phases: first the union of old and new bytes is locked and the new
+    /// permissions are checked; then the bytes only the old permissions needed are released. On a
+    /// conflict nothing changes and <see cref="ImageException"/> (Locked) is thrown. Not thread-safe:
+    /// the owner of the image serialises changes.
+    /// </summary>
+    public void Change(BlockPermissions held, BlockPermissions shared)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        held &= BlockPermissions.All;
+        shared &= BlockPermissions.All;
+        try
+        {
+            Apply(Held | held, ~Shared | ~shared, unlock: false);
+            Check(held, shared);
+        }
+        catch
+        {
+            Apply(Held, ~Shared, unlock: true);
+            throw;
+        }
+
+        Apply(held, ~shared, unlock: true);
+        Held = held;
+        Shared = shared;
     }
 
     /// <summary>QEMU's name of one permission (bdrv_perm_names), used in error messages.</summary>
@@ -127,29 +155,41 @@ internal sealed class ImageLock : IDisposable
         }
     }
 
-    private void Apply()
+    /// <summary>Locks the bytes for <paramref name="held"/> and <paramref name="unshared"/>; with <paramref name="unlock"/> also releases the others (raw_apply_lock_bytes).</summary>
+    private void Apply(BlockPermissions held, BlockPermissions unshared, bool unlock)
+    {
+        held &= BlockPermissions.All;
+        unshared &= BlockPermissions.All;
+        ApplyBytes(PermissionBase, held, ref _lockedHeld, unlock);
+        ApplyBytes(SharedBase, unshared, ref _lockedUnshared, unlock);
+    }
+
+    private void ApplyBytes(int baseOffset, BlockPermissions wanted, ref BlockPermissions locked, bool unlock)
     {
         for (int i = 0; i < PermissionCount; i++)
         {
             var bit = (BlockPermissions)(1 << i);
-            if ((Held & bit) != 0)
+            if ((wanted & bit) != 0 && (locked & bit) == 0)
             {
-                LockByte(PermissionBase + i);
+                LockByte(baseOffset + i);
+                locked |= bit;
             }
-
-            if ((Shared & bit) == 0)
+            else if (unlock && (wanted & bit) == 0 && (locked & bit) != 0)
             {
-                LockByte(SharedBase + i);
+                // Releasing cannot conflict; a failure would only leave a byte locked until close.
+                _ = SetLock(_file.Fd, baseOffset + i, 1, Libc.F_UNLCK);
+                locked &= ~bit;
             }
         }
     }
 
-    private void Check()
+    /// <summary>Fails when another user does not share a permission in <paramref name="held"/>, or holds one outside <paramref name="shared"/> (raw_check_lock_bytes).</summary>
+    private void Check(BlockPermissions held, BlockPermissions shared)
     {
         for (int i = 0; i < PermissionCount; i++)
         {
             var bit = (BlockPermissions)(1 << i);
-            if ((Held & bit) != 0 && IsLockedByOthers(SharedBase + i))
+            if ((held & bit) != 0 && IsLockedByOthers(SharedBase + i))
             {
                 ThrowHelper.Locked(
                     _file.Path,
@@ -160,7 +200,7 @@ internal sealed class ImageLock : IDisposable
         for (int i = 0; i < PermissionCount; i++)
         {
             var bit = (BlockPermissions)(1 << i);
-            if ((Shared & bit) == 0 && IsLockedByOthers(PermissionBase + i))
+            if ((shared & bit) == 0 && IsLockedByOthers(PermissionBase + i))
             {
                 ThrowHelper.Locked(
                     _file.Path,

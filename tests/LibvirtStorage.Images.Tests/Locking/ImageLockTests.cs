@@ -192,6 +192,39 @@ public sealed class ImageLockTests : IDisposable
     }
 
     [Fact]
+    public void Change_UpgradesAReaderToAWriter_AndBack()
+    {
+        string image = CreateQcow2("a.qcow2");
+        using ImageFile file = ImageFile.Open(image, writable: true, direct: false);
+        using ImageLock imageLock = ImageLock.Acquire(file, writable: false);
+
+        imageLock.Change(ImageLock.PermissionsFor(writable: true), ImageLock.EngineShared);
+        Assert.Equal(new[] { 100, 101, 103, 201, 203 }, LockedBytes(image));
+        Assert.Contains("Failed to get \"write\" lock", QemuTools.Run("qemu-io", ["-f", "qcow2", "-c", "read 0 512", image]).AllOutput, StringComparison.Ordinal);
+
+        imageLock.Change(ImageLock.PermissionsFor(writable: false), ImageLock.EngineShared);
+        Assert.Equal(new[] { 100, 201, 203 }, LockedBytes(image));
+        Assert.Equal(BlockPermissions.ConsistentRead, imageLock.Held);
+    }
+
+    [Fact]
+    public void Change_RefusedByAQemuReader_LeavesTheReaderLockAsItWas()
+    {
+        string image = CreateQcow2("a.qcow2");
+        using ImageFile file = ImageFile.Open(image, writable: true, direct: false);
+        using ImageLock imageLock = ImageLock.Acquire(file, writable: false);
+        using (BackgroundTool qemu = HoldWithQemuIo(image, readOnly: true))
+        {
+            ImageException e = Assert.Throws<ImageException>(() => imageLock.Change(ImageLock.PermissionsFor(writable: true), ImageLock.EngineShared));
+            Assert.Equal(ErrorKind.Locked, e.Kind);
+            Assert.Contains("Failed to get \"write\" lock", e.Message, StringComparison.Ordinal);
+            Assert.Equal(BlockPermissions.ConsistentRead, imageLock.Held);
+        }
+
+        Assert.Equal(new[] { 100, 201, 203 }, LockedBytes(image));
+    }
+
+    [Fact]
     public void Dispose_ReleasesLocks_SoQemuMayWrite()
     {
         string image = CreateQcow2("a.qcow2");
@@ -283,10 +316,11 @@ public sealed class ImageLockTests : IDisposable
         }
 
         args.Add(image);
+        int before = Holders(image, ImageLock.PermissionBase);
         BackgroundTool tool = QemuTools.StartBackground("qemu-io", [.. args]);
         try
         {
-            WaitUntilLocked(image, ImageLock.PermissionBase, tool);
+            WaitForHolders(image, ImageLock.PermissionBase, before + 1, tool);
         }
         catch
         {
@@ -297,11 +331,14 @@ public sealed class ImageLockTests : IDisposable
         return tool;
     }
 
-    /// <summary>Waits (up to 30 s) until another process holds <paramref name="lockByte"/> of <paramref name="path"/>.</summary>
-    private static void WaitUntilLocked(string path, int lockByte, BackgroundTool? tool = null)
+    /// <summary>Waits (up to 30 s) until some process holds <paramref name="lockByte"/> of <paramref name="path"/>.</summary>
+    private static void WaitUntilLocked(string path, int lockByte) => WaitForHolders(path, lockByte, 1, tool: null);
+
+    /// <summary>Waits (up to 30 s) until <paramref name="count"/> open file descriptions hold <paramref name="lockByte"/>.</summary>
+    private static void WaitForHolders(string path, int lockByte, int count, BackgroundTool? tool)
     {
         DateTime deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!LockedBytes(path).Contains(lockByte))
+        while (Holders(path, lockByte) < count)
         {
             if (tool is not null && !tool.IsRunning)
             {
@@ -317,22 +354,15 @@ public sealed class ImageLockTests : IDisposable
         }
     }
 
-    /// <summary>Every OFD-locked byte of the file, from /proc/locks (all processes), sorted and distinct.</summary>
+    private static int Holders(string path, int lockByte) =>
+        LockRanges(path).Count(r => r.Start <= lockByte && lockByte <= r.End);
+
+    /// <summary>Every OFD-locked byte of the file (any process), sorted and distinct.</summary>
     private static int[] LockedBytes(string path)
     {
-        string inode = QemuTools.RunChecked("stat", "-c", "%i", path).Trim();
         var bytes = new SortedSet<int>();
-        foreach (string line in File.ReadAllLines("/proc/locks"))
+        foreach ((int start, int end) in LockRanges(path))
         {
-            // "1: OFDLCK ADVISORY  READ -1 fe:00:11657521 100 101"
-            string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (f.Length < 8 || f[1] != "OFDLCK" || !f[5].EndsWith(":" + inode, StringComparison.Ordinal))
-            {
-                continue;
-            }
-
-            int start = int.Parse(f[6], CultureInfo.InvariantCulture);
-            int end = int.Parse(f[7], CultureInfo.InvariantCulture);
             for (int b = start; b <= end; b++)
             {
                 bytes.Add(b);
@@ -340,5 +370,23 @@ public sealed class ImageLockTests : IDisposable
         }
 
         return [.. bytes];
+    }
+
+    /// <summary>The OFD lock ranges on the file from /proc/locks, one per lock of every process.</summary>
+    private static List<(int Start, int End)> LockRanges(string path)
+    {
+        string inode = QemuTools.RunChecked("stat", "-c", "%i", path).Trim();
+        var ranges = new List<(int Start, int End)>();
+        foreach (string line in File.ReadAllLines("/proc/locks"))
+        {
+            // "1: OFDLCK ADVISORY  READ -1 fe:00:11657521 100 101"
+            string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f.Length >= 8 && f[1] == "OFDLCK" && f[5].EndsWith(":" + inode, StringComparison.Ordinal))
+            {
+                ranges.Add((int.Parse(f[6], CultureInfo.InvariantCulture), int.Parse(f[7], CultureInfo.InvariantCulture)));
+            }
+        }
+
+        return ranges;
     }
 }
