@@ -276,12 +276,16 @@ public sealed class Qcow2CompressionTests : IDisposable
     }
 
     [Theory]
-    [InlineData("zlib")]
-    [InlineData("zstd")]
-    public void Engine_ReadsQemuCompressedImages(string qemuType)
+    [InlineData("zlib", 65536)]
+    [InlineData("zstd", 65536)]
+    [InlineData("zlib", 2 << 20)]
+    [InlineData("zstd", 2 << 20)]
+    [InlineData("zlib", 512)]
+    [InlineData("zstd", 512)]
+    public void Engine_ReadsQemuCompressedImages(string qemuType, int clusterSize)
     {
-        byte[] disk = Compressible(4 * 65536, seed: 17);
-        string image = QemuCompressedImage(disk, qemuType);
+        byte[] disk = Compressible(Math.Max(4 * clusterSize, 1 << 20), seed: 17);
+        string image = QemuCompressedImage(disk, qemuType, clusterSize);
         using IBlockImage opened = ImageOpener.Open(image, new ImageOpenOptions { ReadOnly = true });
         byte[] back = new byte[disk.Length];
         opened.Read(0, back);
@@ -325,12 +329,12 @@ public sealed class Qcow2CompressionTests : IDisposable
         return buffer.AsSpan(0, length).ToArray();
     }
 
-    private string QemuCompressedImage(byte[] disk, string compressionType)
+    private string QemuCompressedImage(byte[] disk, string compressionType, int clusterSize = 65536)
     {
         string raw = _dir.File($"src-{compressionType}.raw");
         File.WriteAllBytes(raw, disk);
         string image = _dir.File($"c-{compressionType}.qcow2");
-        QemuTools.RunChecked("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", "-o", $"compression_type={compressionType}", raw, image);
+        QemuTools.RunChecked("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", "-o", $"compression_type={compressionType},cluster_size={clusterSize}", raw, image);
         return image;
     }
 
