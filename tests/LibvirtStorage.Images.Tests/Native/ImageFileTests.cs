@@ -140,6 +140,48 @@ public sealed unsafe class ImageFileTests : IDisposable
         Assert.Equal(_content, File.ReadAllBytes(_path));
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Direct_RandomReadsAndWrites_MatchAnInMemoryModel(int seed)
+    {
+        var random = new Random(seed);
+        var model = new List<byte>(_content);
+        using ImageFile file = ImageFile.Open(_path, writable: true, direct: true);
+        for (int op = 0; op < 300; op++)
+        {
+            long offset = random.Next(3) == 0 ? model.Count - random.Next(-3000, 3000) : random.Next(model.Count + 5000);
+            offset = Math.Max(0, offset);
+            int length = random.Next(1, 3) == 1 ? random.Next(1, 600) : random.Next(1, 20_000);
+            int skew = random.Next(4) == 0 ? 0 : random.Next(1, 64); // unaligned memory most of the time
+            byte[] buffer = new byte[length + skew];
+            if (random.Next(2) == 0)
+            {
+                random.NextBytes(buffer);
+                file.Write(buffer.AsSpan(skew), offset);
+                while (model.Count < offset + length)
+                {
+                    model.Add(0);
+                }
+
+                for (int i = 0; i < length; i++)
+                {
+                    model[(int)offset + i] = buffer[skew + i];
+                }
+
+                Assert.Equal(model.Count, file.Length);
+            }
+            else
+            {
+                file.Read(buffer.AsSpan(skew), offset);
+                Assert.Equal(Expected([.. model], offset, length), buffer.AsSpan(skew).ToArray());
+            }
+        }
+
+        Assert.Equal([.. model], File.ReadAllBytes(_path));
+    }
+
     [Fact]
     public void Buffered_ReadsPastTheEnd_AreZeroes()
     {
