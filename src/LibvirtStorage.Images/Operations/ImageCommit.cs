@@ -1,0 +1,159 @@
+using LibvirtStorage.Images.Qcow2;
+
+namespace LibvirtStorage.Images.Operations;
+
+/// <summary>Options of <see cref="ImageCommit"/> (qemu-img commit's).</summary>
+public sealed record ImageCommitOptions
+{
+    /// <summary>The top image's format, or null to probe it (qemu-img commit -f).</summary>
+    public ImageFormat? Format { get; init; }
+
+    /// <summary>Leave the top image's contents in place (qemu-img commit -d); by default it is emptied.</summary>
+    public bool KeepTop { get; init; }
+
+    /// <summary>Open both images with O_DIRECT (qemu-img commit -t none).</summary>
+    public bool Direct { get; init; }
+}
+
+/// <summary>What <see cref="ImageCommit"/> did.</summary>
+/// <param name="BackingPath">The image committed into.</param>
+/// <param name="BytesCommitted">Guest bytes copied or zeroed in the backing image.</param>
+/// <param name="TopEmptied">The top image no longer allocates anything.</param>
+public sealed record ImageCommitResult(string BackingPath, long BytesCommitted, bool TopEmptied);
+
+/// <summary>
+/// Commits the top layer of a chain into its backing image (<c>qemu-img commit</c>): every run the top
+/// allocates is written into the backing image (which grows to the top's size when it is smaller), then
+/// the top is emptied unless asked to keep it, and both are flushed.
+/// </summary>
+/// <remarks>
+/// The top is opened without its chain, and its backing image is opened separately for writing (with
+/// its own chain read-only beneath it), so the engine's "backing images are read-only" rule holds.
+/// Emptying a qcow2 top without internal snapshots re-creates it with the same parameters and backing
+/// reference (what QEMU's qcow2_make_empty does for version 3); otherwise its clusters are discarded.
+/// </remarks>
+public static class ImageCommit
+{
+    /// <summary>Commits <paramref name="topPath"/> into its backing file.</summary>
+    /// <exception cref="ImageException">The image has no backing file, or an image cannot be opened or written.</exception>
+    public static ImageCommitResult Run(string topPath, ImageCommitOptions? options = null, IProgress<double>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        options ??= new ImageCommitOptions();
+        var topOptions = new ImageOpenOptions { Format = options.Format, OpenBacking = false, ReadOnly = options.KeepTop, Direct = options.Direct };
+        IBlockImage top = ImageOpener.Open(topPath, topOptions);
+        try
+        {
+            if (top is not Qcow2Image q || q.BackingFileName is not string backingName)
+            {
+                throw new ImageException(ErrorKind.InvalidArgument, "image does not have a backing file", topPath);
+            }
+
+            string backingPath = ImageOpener.ResolveBackingPath(topPath, backingName);
+            var backingOptions = new ImageOpenOptions { Format = q.BackingFormat, Direct = options.Direct };
+            long committed;
+            using (IBlockImage backing = ImageOpener.Open(backingPath, backingOptions))
+            {
+                if (backing.VirtualSize < top.VirtualSize)
+                {
+                    backing.Resize(top.VirtualSize);
+                }
+
+                committed = CopyAllocated(top, backing, progress, cancellationToken);
+                backing.Flush();
+            }
+
+            if (options.KeepTop)
+            {
+                progress?.Report(1.0);
+                return new ImageCommitResult(backingPath, committed, false);
+            }
+
+            if (q.SnapshotCount == 0)
+            {
+                ImageCreateOptions recreate = SameParameters(q);
+                top.Dispose();
+                top = null!;
+                ImageOpener.Create(topPath, recreate);
+            }
+            else
+            {
+                EmptyByDiscard(top);
+            }
+
+            progress?.Report(1.0);
+            return new ImageCommitResult(backingPath, committed, true);
+        }
+        finally
+        {
+            top?.Dispose();
+        }
+    }
+
+    /// <summary>The creation parameters that reproduce <paramref name="q"/> as an empty image.</summary>
+    internal static ImageCreateOptions SameParameters(Qcow2Image q) => new()
+    {
+        Format = ImageFormat.Qcow2,
+        Size = q.VirtualSize,
+        ClusterSize = q.ClusterSize,
+        Version = q.Version,
+        RefcountBits = q.RefcountBits,
+        BackingFile = q.BackingFileName,
+        BackingFormat = q.BackingFormat,
+        ExtendedL2 = q.ExtendedL2,
+        CompressionType = q.CompressionType,
+        LazyRefcounts = q.LazyRefcounts,
+    };
+
+    private static long CopyAllocated(IBlockImage top, IBlockImage backing, IProgress<double>? progress, CancellationToken cancellationToken)
+    {
+        using var buffer = new CopyBuffer();
+        long size = top.VirtualSize;
+        long offset = 0;
+        long committed = 0;
+        while (offset < size)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            BlockStatus s = top.GetBlockStatus(offset, Math.Min(size - offset, buffer.Size));
+            long len = s.Length <= 0 ? Math.Min(size - offset, buffer.Size) : s.Length;
+            if (s.Allocated || s.Data)
+            {
+                if (s.Zero)
+                {
+                    backing.WriteZeroes(offset, len, unmap: false);
+                }
+                else
+                {
+                    Span<byte> span = buffer.Span((int)len);
+                    top.Read(offset, span);
+                    backing.Write(offset, span);
+                }
+
+                committed += len;
+            }
+
+            offset += len;
+            progress?.Report((double)offset / size * 0.95);
+        }
+
+        return committed;
+    }
+
+    private static void EmptyByDiscard(IBlockImage top)
+    {
+        top.Discard(0, top.VirtualSize);
+        top.Flush();
+        long size = top.VirtualSize;
+        for (long offset = 0; offset < size;)
+        {
+            BlockStatus s = top.GetBlockStatus(offset, size - offset);
+            if (s.Allocated)
+            {
+                throw new ImageException(ErrorKind.UnsupportedFeature,
+                    "the data was committed, but the top image could not be emptied (it has internal snapshots); delete or re-create it", top.Path);
+            }
+
+            offset += Math.Max(s.Length, 1);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace LibvirtStorage.Images.Operations;
+
+/// <summary>
+/// JSON shape of <c>qemu-img info --output=json</c> (QEMU 7.2): its key names, and its key order, so
+/// that our output can be compared with QEMU's as text.
+/// </summary>
+internal static class ImageInfoJson
+{
+    public static string Serialize(ImageInfo info) =>
+        JsonSerializer.Serialize(ToDto(info), ImageInfoJsonContext.Default.InfoDto) + "\n";
+
+    public static string Serialize(IReadOnlyList<ImageInfo> chain)
+    {
+        var list = new List<InfoDto>(chain.Count);
+        foreach (ImageInfo info in chain)
+        {
+            list.Add(ToDto(info));
+        }
+
+        return JsonSerializer.Serialize(list, ImageInfoJsonContext.Default.ListInfoDto) + "\n";
+    }
+
+    private static InfoDto ToDto(ImageInfo i) => new()
+    {
+        BackingFilenameFormat = i.BackingFilenameFormat,
+        VirtualSize = i.VirtualSize,
+        Filename = i.Filename,
+        ClusterSize = i.ClusterSize,
+        Format = i.Format,
+        ActualSize = i.ActualSize,
+        FormatSpecific = i.Qcow2 is null ? null : new FormatSpecificDto
+        {
+            Data = new Qcow2Dto
+            {
+                Compat = i.Qcow2.Compat,
+                CompressionType = i.Qcow2.CompressionType,
+                LazyRefcounts = i.Qcow2.LazyRefcounts,
+                RefcountBits = i.Qcow2.RefcountBits,
+                Corrupt = i.Qcow2.Corrupt,
+                ExtendedL2 = i.Qcow2.ExtendedL2,
+            },
+        },
+        FullBackingFilename = i.FullBackingFilename,
+        BackingFilename = i.BackingFilename,
+        DirtyFlag = i.DirtyFlag,
+    };
+
+    internal sealed class InfoDto
+    {
+        [JsonPropertyName("backing-filename-format")]
+        public string? BackingFilenameFormat { get; set; }
+
+        [JsonPropertyName("virtual-size")]
+        public long VirtualSize { get; set; }
+
+        [JsonPropertyName("filename")]
+        public string Filename { get; set; } = string.Empty;
+
+        [JsonPropertyName("cluster-size")]
+        public int? ClusterSize { get; set; }
+
+        [JsonPropertyName("format")]
+        public string Format { get; set; } = string.Empty;
+
+        [JsonPropertyName("actual-size")]
+        public long ActualSize { get; set; }
+
+        [JsonPropertyName("format-specific")]
+        public FormatSpecificDto? FormatSpecific { get; set; }
+
+        [JsonPropertyName("full-backing-filename")]
+        public string? FullBackingFilename { get; set; }
+
+        [JsonPropertyName("backing-filename")]
+        public string? BackingFilename { get; set; }
+
+        [JsonPropertyName("dirty-flag")]
+        public bool DirtyFlag { get; set; }
+    }
+
+    internal sealed class FormatSpecificDto
+    {
+        [JsonPropertyName("type")]
+        public string Type { get; set; } = "qcow2";
+
+        [JsonPropertyName("data")]
+        public Qcow2Dto Data { get; set; } = new();
+    }
+
+    internal sealed class Qcow2Dto
+    {
+        [JsonPropertyName("compat")]
+        public string Compat { get; set; } = string.Empty;
+
+        [JsonPropertyName("compression-type")]
+        public string CompressionType { get; set; } = string.Empty;
+
+        [JsonPropertyName("lazy-refcounts")]
+        public bool? LazyRefcounts { get; set; }
+
+        [JsonPropertyName("refcount-bits")]
+        public int RefcountBits { get; set; }
+
+        [JsonPropertyName("corrupt")]
+        public bool? Corrupt { get; set; }
+
+        [JsonPropertyName("extended-l2")]
+        public bool? ExtendedL2 { get; set; }
+    }
+}
+
+/// <summary>Source-generated serializer for <see cref="ImageInfoJson"/> (AOT and trimming safe).</summary>
+[JsonSourceGenerationOptions(WriteIndented = true, IndentSize = 4, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(ImageInfoJson.InfoDto))]
+[JsonSerializable(typeof(List<ImageInfoJson.InfoDto>), TypeInfoPropertyName = "ListInfoDto")]
+internal sealed partial class ImageInfoJsonContext : JsonSerializerContext
+{
+}

@@ -1,0 +1,84 @@
+using System.Globalization;
+using System.Text;
+
+namespace LibvirtStorage.Images.Operations;
+
+/// <summary>The human text of <c>qemu-img info</c> (QEMU 7.2 bdrv_image_info_dump).</summary>
+internal static class ImageInfoText
+{
+    public static string Format(ImageInfo i)
+    {
+        var sb = new StringBuilder();
+        sb.Append("image: ").Append(i.Filename).Append('\n');
+        sb.Append("file format: ").Append(i.Format).Append('\n');
+        sb.Append(CultureInfo.InvariantCulture, $"virtual size: {SizeToString(i.VirtualSize)} ({i.VirtualSize} bytes)\n");
+        sb.Append("disk size: ").Append(SizeToString(i.ActualSize)).Append('\n');
+        if (i.ClusterSize is int cluster)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"cluster_size: {cluster}\n");
+        }
+
+        if (i.DirtyFlag)
+        {
+            sb.Append("cleanly shut down: no\n");
+        }
+
+        if (i.BackingFilename is string backing)
+        {
+            sb.Append("backing file: ").Append(backing);
+            if (i.FullBackingFilename is string full && full != backing)
+            {
+                sb.Append(" (actual path: ").Append(full).Append(')');
+            }
+
+            sb.Append('\n');
+            if (i.BackingFilenameFormat is string fmt)
+            {
+                sb.Append("backing file format: ").Append(fmt).Append('\n');
+            }
+        }
+
+        if (i.Qcow2 is Qcow2InfoData q)
+        {
+            sb.Append("Format specific information:\n");
+            sb.Append("    compat: ").Append(q.Compat).Append('\n');
+            sb.Append("    compression type: ").Append(q.CompressionType).Append('\n');
+            if (q.LazyRefcounts is bool lazy)
+            {
+                sb.Append("    lazy refcounts: ").Append(lazy ? "true" : "false").Append('\n');
+            }
+
+            sb.Append(CultureInfo.InvariantCulture, $"    refcount bits: {q.RefcountBits}\n");
+            if (q.Corrupt is bool corrupt)
+            {
+                sb.Append("    corrupt: ").Append(corrupt ? "true" : "false").Append('\n');
+            }
+
+            if (q.ExtendedL2 is bool ext)
+            {
+                sb.Append("    extended l2: ").Append(ext ? "true" : "false").Append('\n');
+            }
+        }
+
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// QEMU's size_to_str: the largest binary unit whose value stays below 1000, printed with three
+    /// significant digits ("324 KiB", "0.977 MiB", "1 GiB").
+    /// </summary>
+    public static string SizeToString(long value)
+    {
+        string[] suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+        int unit = 0;
+        double scaled = value / (1000.0 / 1024.0);
+        while (unit < suffixes.Length - 1 && scaled >= 1024)
+        {
+            scaled /= 1024;
+            unit++;
+        }
+
+        double shown = value / Math.Pow(1024, unit);
+        return shown.ToString("G3", CultureInfo.InvariantCulture) + " " + suffixes[unit] + "B";
+    }
+}
