@@ -1,0 +1,81 @@
+using LibvirtStorage.Images.Operations;
+using LibvirtStorage.Images.Tests.Infrastructure;
+using Xunit;
+
+namespace LibvirtStorage.Images.Tests.Operations;
+
+/// <summary>Commit by the engine on one copy of a chain and by qemu-img on another; the results must match.</summary>
+public sealed class ImageCommitTests
+{
+    [Theory]
+    [MemberData(nameof(QemuChains.All), MemberType = typeof(QemuChains))]
+    public void Commit_of_top_matches_qemu_img_commit(QemuChains.Layout layout)
+    {
+        using var ours = new ScratchDir();
+        QemuChains.Build(ours, layout);
+        using ScratchDir theirs = ours.CopyOf(QemuChains.Files(layout));
+        using ScratchDir before = ours.CopyOf(QemuChains.Files(layout));
+
+        ImageCommitResult result = ImageCommit.Run(ours["top.qcow2"]);
+        ProcessRunner.QemuImg(theirs.Path, "commit", "-q", "top.qcow2");
+
+        Assert.True(result.TopEmptied);
+        Assert.Equal(ours["mid.qcow2"], result.BackingPath);
+        // The guest sees the same disk through the top, and the middle now holds what the top held.
+        Assert.True(QemuChains.SameContents(ours, "top.qcow2", before, "top.qcow2"));
+        Assert.True(QemuChains.SameContents(ours, "mid.qcow2", theirs, "mid.qcow2", sameSize: true));
+        Assert.True(QemuChains.SameContents(ours, "top.qcow2", theirs, "top.qcow2", sameSize: true));
+        QemuChains.AssertClean(ours, "mid.qcow2");
+        QemuChains.AssertClean(ours, "top.qcow2");
+        // The emptied top allocates nothing: its map equals the map of qemu-img's emptied top.
+        Assert.Equal(
+            ProcessRunner.QemuImg(theirs.Path, "map", "--output=json", "top.qcow2"),
+            ProcessRunner.QemuImg(ours.Path, "map", "--output=json", "top.qcow2"));
+        Assert.Equal(
+            ProcessRunner.QemuImg(theirs.Path, "info", "--output=json", "top.qcow2").Contains("\"backing-filename\": \"mid.qcow2\"", StringComparison.Ordinal),
+            ProcessRunner.QemuImg(ours.Path, "info", "--output=json", "top.qcow2").Contains("\"backing-filename\": \"mid.qcow2\"", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Commit_into_a_raw_base_grows_it_to_the_top_size()
+    {
+        using var ours = new ScratchDir();
+        ProcessRunner.QemuImg(ours.Path, "create", "-q", "-f", "raw", "base.raw", "1M");
+        ProcessRunner.QemuIo(ours.Path, "base.raw", "raw", "write -P 1 0 1M");
+        ProcessRunner.QemuImg(ours.Path, "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "top.qcow2", "3M");
+        ProcessRunner.QemuIo(ours.Path, "top.qcow2", "qcow2", "write -P 2 512k 1M", "write -P 3 2M 4k");
+        using ScratchDir theirs = ours.CopyOf("base.raw", "top.qcow2");
+
+        ImageCommit.Run(ours["top.qcow2"]);
+        ProcessRunner.QemuImg(theirs.Path, "commit", "-q", "top.qcow2");
+
+        Assert.Equal(3L << 20, new FileInfo(ours["base.raw"]).Length);
+        Assert.True(QemuChains.SameContents(ours, "base.raw", theirs, "base.raw", sameSize: true));
+    }
+
+    [Fact]
+    public void Commit_with_keep_leaves_the_top_unchanged()
+    {
+        using var ours = new ScratchDir();
+        QemuChains.Build(ours, QemuChains.RawBase);
+        using ScratchDir theirs = ours.CopyOf(QemuChains.Files(QemuChains.RawBase));
+        string mapBefore = ProcessRunner.QemuImg(ours.Path, "map", "--output=json", "top.qcow2");
+
+        ImageCommitResult result = ImageCommit.Run(ours["top.qcow2"], new ImageCommitOptions { KeepTop = true });
+        ProcessRunner.QemuImg(theirs.Path, "commit", "-q", "-d", "top.qcow2");
+
+        Assert.False(result.TopEmptied);
+        Assert.True(QemuChains.SameContents(ours, "mid.qcow2", theirs, "mid.qcow2", sameSize: true));
+        Assert.Equal(mapBefore, ProcessRunner.QemuImg(ours.Path, "map", "--output=json", "top.qcow2"));
+    }
+
+    [Fact]
+    public void Commit_of_an_image_without_backing_file_is_refused()
+    {
+        using var dir = new ScratchDir();
+        ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "raw", "disk.raw", "1M");
+        var e = Assert.Throws<ImageException>(() => ImageCommit.Run(dir["disk.raw"]));
+        Assert.Equal(ErrorKind.InvalidArgument, e.Kind);
+        Assert.Contains("backing file", e.Message, StringComparison.Ordinal);
+    }
+}
