@@ -27,13 +27,28 @@ public sealed class ImageCommitTests
         Assert.True(QemuChains.SameContents(ours, "top.qcow2", theirs, "top.qcow2", sameSize: true));
         QemuChains.AssertClean(ours, "mid.qcow2");
         QemuChains.AssertClean(ours, "top.qcow2");
-        // The emptied top allocates nothing: its map equals the map of qemu-img's emptied top.
-        Assert.Equal(
-            ProcessRunner.QemuImg(theirs.Path, "map", "--output=json", "top.qcow2"),
-            ProcessRunner.QemuImg(ours.Path, "map", "--output=json", "top.qcow2"));
+        // The emptied top allocates nothing, as after qemu-img commit. (The layers below may differ in
+        // host offsets: each tool allocates the backing file's clusters in its own order.)
+        Assert.Empty(TopLayerExtents(theirs, "top.qcow2"));
+        Assert.Empty(TopLayerExtents(ours, "top.qcow2"));
         Assert.Equal(
             ProcessRunner.QemuImg(theirs.Path, "info", "--output=json", "top.qcow2").Contains("\"backing-filename\": \"mid.qcow2\"", StringComparison.Ordinal),
             ProcessRunner.QemuImg(ours.Path, "info", "--output=json", "top.qcow2").Contains("\"backing-filename\": \"mid.qcow2\"", StringComparison.Ordinal));
+    }
+
+    /// <summary>The lines of qemu-img's map that the top layer itself allocates.</summary>
+    private static List<string> TopLayerExtents(ScratchDir dir, string name)
+    {
+        var lines = new List<string>();
+        foreach (string line in ProcessRunner.QemuImg(dir.Path, "map", "--output=json", name).Split('\n'))
+        {
+            if (line.Contains("\"depth\": 0, \"present\": true", StringComparison.Ordinal))
+            {
+                lines.Add(line.TrimEnd(','));
+            }
+        }
+
+        return lines;
     }
 
     [Fact]
@@ -59,14 +74,15 @@ public sealed class ImageCommitTests
         using var ours = new ScratchDir();
         QemuChains.Build(ours, QemuChains.RawBase);
         using ScratchDir theirs = ours.CopyOf(QemuChains.Files(QemuChains.RawBase));
-        string mapBefore = ProcessRunner.QemuImg(ours.Path, "map", "--output=json", "top.qcow2");
+        List<string> before = TopLayerExtents(ours, "top.qcow2");
 
         ImageCommitResult result = ImageCommit.Run(ours["top.qcow2"], new ImageCommitOptions { KeepTop = true });
         ProcessRunner.QemuImg(theirs.Path, "commit", "-q", "-d", "top.qcow2");
 
         Assert.False(result.TopEmptied);
         Assert.True(QemuChains.SameContents(ours, "mid.qcow2", theirs, "mid.qcow2", sameSize: true));
-        Assert.Equal(mapBefore, ProcessRunner.QemuImg(ours.Path, "map", "--output=json", "top.qcow2"));
+        Assert.NotEmpty(before);
+        Assert.Equal(before, TopLayerExtents(ours, "top.qcow2"));
     }
 
     [Fact]
