@@ -110,11 +110,11 @@ public sealed class CliTests
     public void Create_qcow2_records_every_option_as_qemu_img_reads_it()
     {
         using var dir = new ScratchDir();
-        var r = Lvstor("image", "create", "-f", "qcow2", "-o", "cluster_size=4k,compression_type=zstd,extended_l2=on", "-o", "lazy_refcounts=on,refcount_bits=64",
+        var r = Lvstor("image", "create", "-f", "qcow2", "-o", "cluster_size=16k,compression_type=zstd,extended_l2=on", "-o", "lazy_refcounts=on,refcount_bits=64",
             dir["disk.qcow2"], "1G");
         Assert.Equal(0, r.Code);
         string info = ProcessRunner.QemuImg(dir.Path, "info", "--output=json", "disk.qcow2");
-        Assert.Contains("\"cluster-size\": 4096", info, StringComparison.Ordinal);
+        Assert.Contains("\"cluster-size\": 16384", info, StringComparison.Ordinal);
         Assert.Contains("\"compression-type\": \"zstd\"", info, StringComparison.Ordinal);
         Assert.Contains("\"extended-l2\": true", info, StringComparison.Ordinal);
         Assert.Contains("\"lazy-refcounts\": true", info, StringComparison.Ordinal);
