@@ -41,17 +41,18 @@ public static class ImageCommit
     {
         options ??= new ImageCommitOptions();
         var topOptions = new ImageOpenOptions { Format = options.Format, OpenBacking = false, ReadOnly = options.KeepTop, Direct = options.Direct };
-        IBlockImage top = ImageOpener.Open(topPath, topOptions);
-        try
+        string backingPath;
+        long committed;
+        ImageCreateOptions? recreate = null;
+        using (IBlockImage top = ImageOpener.Open(topPath, topOptions))
         {
             if (top is not Qcow2Image q || q.BackingFileName is not string backingName)
             {
                 throw new ImageException(ErrorKind.InvalidArgument, "image does not have a backing file", topPath);
             }
 
-            string backingPath = ImageOpener.ResolveBackingPath(topPath, backingName);
+            backingPath = ImageOpener.ResolveBackingPath(topPath, backingName);
             var backingOptions = new ImageOpenOptions { Format = q.BackingFormat, Direct = options.Direct };
-            long committed;
             using (IBlockImage backing = ImageOpener.Open(backingPath, backingOptions))
             {
                 if (backing.VirtualSize < top.VirtualSize)
@@ -63,31 +64,27 @@ public static class ImageCommit
                 backing.Flush();
             }
 
-            if (options.KeepTop)
+            if (!options.KeepTop)
             {
-                progress?.Report(1.0);
-                return new ImageCommitResult(backingPath, committed, false);
+                if (q.SnapshotCount == 0)
+                {
+                    recreate = SameParameters(q);
+                }
+                else
+                {
+                    EmptyByDiscard(top);
+                }
             }
-
-            if (q.SnapshotCount == 0)
-            {
-                ImageCreateOptions recreate = SameParameters(q);
-                top.Dispose();
-                top = null!;
-                ImageOpener.Create(topPath, recreate);
-            }
-            else
-            {
-                EmptyByDiscard(top);
-            }
-
-            progress?.Report(1.0);
-            return new ImageCommitResult(backingPath, committed, true);
         }
-        finally
+
+        // The backing file is durable before the top forgets its data: a crash in between loses nothing.
+        if (recreate is not null)
         {
-            top?.Dispose();
+            ImageOpener.Create(topPath, recreate);
         }
+
+        progress?.Report(1.0);
+        return new ImageCommitResult(backingPath, committed, !options.KeepTop);
     }
 
     /// <summary>The creation parameters that reproduce <paramref name="q"/> as an empty image.</summary>
