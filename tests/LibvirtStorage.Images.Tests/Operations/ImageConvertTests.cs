@@ -91,6 +91,21 @@ public sealed class ImageConvertTests
         }
     }
 
+    [Theory]
+    [InlineData("zlib")]
+    [InlineData("zstd")]
+    public void Chain_over_a_compressed_base_converts_to_raw(string compression)
+    {
+        using var dir = new ScratchDir();
+        ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "raw", "src.raw", "4M");
+        ProcessRunner.QemuIo(dir.Path, "src.raw", "raw", "write -P 1 0 1M", "write -P 2 3M 64k");
+        ProcessRunner.QemuImg(dir.Path, "convert", "-c", "-O", "qcow2", "-o", $"compression_type={compression}", "src.raw", "comp.qcow2");
+        ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "qcow2", "-b", "comp.qcow2", "-F", "qcow2", "over.qcow2", "5M");
+        ProcessRunner.QemuIo(dir.Path, "over.qcow2", "qcow2", "write -P 3 512k 100k", "write -P 4 4M 4k");
+        Convert(dir, "over.qcow2", "flat.raw", new ImageCreateOptions { Format = ImageFormat.Raw });
+        Assert.True(QemuChains.SameContents(dir, "over.qcow2", dir, "flat.raw", sameSize: true));
+    }
+
     private static ImageCreateOptions Parse(string options)
     {
         var o = new ImageCreateOptions { Format = ImageFormat.Qcow2 };

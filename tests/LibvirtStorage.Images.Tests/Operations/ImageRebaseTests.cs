@@ -47,6 +47,28 @@ public sealed class ImageRebaseTests
         Assert.Null(top.Backing);
     }
 
+    [Theory]
+    [InlineData("6M")]
+    [InlineData("12M")]
+    public void Safe_rebase_onto_an_unrelated_image_of_another_size_matches_qemu_img(string otherSize)
+    {
+        using var ours = new ScratchDir();
+        QemuChains.Build(ours, QemuChains.Qcow2Base);
+        ProcessRunner.QemuImg(ours.Path, "create", "-q", "-f", "qcow2", "other.qcow2", otherSize);
+        ProcessRunner.QemuIo(ours.Path, "other.qcow2", "qcow2", "write -P 11 0 2M", "write -P 12 5M 1M", "write -z 1M 64k");
+        string[] files = [.. QemuChains.Files(QemuChains.Qcow2Base), "other.qcow2"];
+        using ScratchDir theirs = ours.CopyOf(files);
+        using ScratchDir before = ours.CopyOf(files);
+
+        long copied = ImageRebase.Run(ours["top.qcow2"], "other.qcow2", ImageFormat.Qcow2);
+        ProcessRunner.QemuImg(theirs.Path, "rebase", "-b", "other.qcow2", "-F", "qcow2", "top.qcow2");
+
+        Assert.True(copied > 0);
+        Assert.True(QemuChains.SameContents(ours, "top.qcow2", before, "top.qcow2", sameSize: true));
+        Assert.True(QemuChains.SameContents(ours, "top.qcow2", theirs, "top.qcow2", sameSize: true));
+        QemuChains.AssertClean(ours, "top.qcow2");
+    }
+
     [Fact]
     public void Unsafe_rebase_only_rewrites_the_reference()
     {
