@@ -1,6 +1,3 @@
-using System.Diagnostics;
-using System.Text;
-
 namespace LibvirtStorage.Images.Tests.Infrastructure;
 
 /// <summary>The outcome of a finished process.</summary>
@@ -18,48 +15,26 @@ public sealed record ProcessResult(int ExitCode, string StdOut, string StdErr)
     }
 }
 
-/// <summary>Runs a program with a timeout, capturing its output; kills the whole process tree on timeout.</summary>
+/// <summary>
+/// Runs tools in a chosen working directory, so tests can name images relative to their folder as a
+/// user of qemu-img would. Built on <see cref="QemuTools"/> (timeout, capture, kill) through
+/// <c>env -C</c>.
+/// </summary>
 public static class ProcessRunner
 {
     public static ProcessResult Run(string fileName, IEnumerable<string> arguments, string? workingDirectory = null, TimeSpan? timeout = null)
     {
-        var psi = new ProcessStartInfo(fileName)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = workingDirectory ?? Environment.CurrentDirectory,
-        };
-        foreach (string a in arguments)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        using var process = new Process { StartInfo = psi };
-        var stdout = new StringBuilder();
-        var stderr = new StringBuilder();
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (stdout) { stdout.Append(e.Data).Append('\n'); } } };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (stderr) { stderr.Append(e.Data).Append('\n'); } } };
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        TimeSpan limit = timeout ?? TimeSpan.FromSeconds(120);
-        if (!process.WaitForExit(limit))
-        {
-            process.Kill(entireProcessTree: true);
-            process.WaitForExit();
-            throw new TimeoutException($"{fileName} {string.Join(' ', arguments)} did not finish within {limit}");
-        }
-
-        process.WaitForExit();
-        return new ProcessResult(process.ExitCode, stdout.ToString(), stderr.ToString());
+        var args = new List<string> { "-C", workingDirectory ?? Environment.CurrentDirectory, fileName };
+        args.AddRange(arguments);
+        ToolResult r = QemuTools.Run("env", args, timeout ?? TimeSpan.FromSeconds(120));
+        return new ProcessResult(r.ExitCode, r.StandardOutput, r.StandardError);
     }
 
     /// <summary>Runs qemu-img (from qemu-utils) in <paramref name="workingDirectory"/> and expects success.</summary>
     public static string QemuImg(string workingDirectory, params string[] arguments) =>
         Run("qemu-img", arguments, workingDirectory).Expect().StdOut;
 
-    /// <summary>Runs qemu-io on one image with the given -c commands and expects success.</summary>
+    /// <summary>Runs qemu-io on one image with the given -c commands and expects success without error messages.</summary>
     public static void QemuIo(string workingDirectory, string image, string format, params string[] commands)
     {
         var args = new List<string> { "-f", format };

@@ -1,18 +1,14 @@
 namespace LibvirtStorage.Images.Tests.Infrastructure;
 
-/// <summary>A fresh folder under the system temp folder, deleted on dispose.</summary>
+/// <summary>A <see cref="TempDir"/> with short names for its files and sparse copies of them.</summary>
 public sealed class ScratchDir : IDisposable
 {
-    public ScratchDir(string prefix = "lvstor-test")
-    {
-        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"{prefix}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(Path);
-    }
+    private readonly TempDir _dir = new();
 
-    public string Path { get; }
+    public string Path => _dir.Path;
 
     /// <summary>The full path of <paramref name="name"/> inside the folder.</summary>
-    public string this[string name] => System.IO.Path.Combine(Path, name);
+    public string this[string name] => _dir.File(name);
 
     /// <summary>Copies the named files, holes included, into a new folder (for doing one operation two ways).</summary>
     public ScratchDir CopyOf(params string[] names)
@@ -27,14 +23,5 @@ public sealed class ScratchDir : IDisposable
         return copy;
     }
 
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(Path, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
+    public void Dispose() => _dir.Dispose();
 }
