@@ -31,6 +31,7 @@ internal static class Program
         ImageCreateCommands.Add(image, context);
         ImageInspectCommands.Add(image, context);
         ImageCopyCommands.Add(image, context);
+        image.Subcommands.Add(ImageBenchCommand.Build(context));
 
         var root = new RootCommand("lvstor: LibvirtStorage admin tool (image engine commands, demo).");
         root.Subcommands.Add(image);

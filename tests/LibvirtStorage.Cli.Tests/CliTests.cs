@@ -155,6 +155,21 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Bench_runs_qemu_img_bench_pattern_and_writes_the_pattern()
+    {
+        using var dir = new ScratchDir();
+        ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "qcow2", "disk.qcow2", "4M");
+        var r = Lvstor("image", "bench", "-w", "-c", "300", "-d", "4", "-s", "4k", "-S", "8k", "--pattern", "7", dir["disk.qcow2"]);
+        Assert.True(r.Code == 0, r.Err);
+        Assert.StartsWith("Sending 300 write requests, 4096 bytes each, 4 in parallel (starting at offset 0, step size 8192)", r.Out, StringComparison.Ordinal);
+        Assert.Contains("Run completed in ", r.Out, StringComparison.Ordinal);
+        // Requests 0..299 at 8 KiB steps wrap at 4 MiB - 4 KiB: every even 4 KiB block below 2.4 MiB holds the pattern.
+        ProcessRunner.QemuIo(dir.Path, "disk.qcow2", "qcow2", "read -P 7 0 4k", "read -P 7 8k 4k", "read -P 0 4k 4k");
+        Assert.Equal(0, ProcessRunner.Run("qemu-img", ["check", dir["disk.qcow2"]]).ExitCode);
+        Assert.Equal(0, Lvstor("image", "bench", "-c", "100", "-d", "2", dir["disk.qcow2"]).Code);
+    }
+
+    [Fact]
     public void Demo_runs_every_step_and_verifies_it()
     {
         using var dir = new ScratchDir();

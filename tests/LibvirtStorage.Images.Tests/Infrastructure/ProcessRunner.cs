@@ -46,7 +46,7 @@ public static class ProcessRunner
 
         args.Add(image);
         ProcessResult r = Run("qemu-io", args, workingDirectory).Expect();
-        if (r.StdOut.Contains("error", StringComparison.OrdinalIgnoreCase) || r.StdErr.Length > 0)
+        if (r.StdOut.Contains("error", StringComparison.OrdinalIgnoreCase) || r.StdOut.Contains("failed", StringComparison.OrdinalIgnoreCase) || r.StdErr.Length > 0)
         {
             throw new InvalidOperationException($"qemu-io reported: {r.StdOut}{r.StdErr}");
         }
