@@ -136,6 +136,47 @@ public sealed class CliTests
         Assert.Equal(ProcessRunner.QemuImg(dir.Path, "check", dir["disk.qcow2"]), r.Out);
     }
 
+    /// <summary>Unhooks guest cluster 0's data cluster from its L2 table: a leak of one cluster.</summary>
+    private static void LeakFirstCluster(string path)
+    {
+        using var f = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
+        byte[] b = new byte[8];
+        f.Position = 40;
+        f.ReadExactly(b);
+        long l1 = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(b);
+        f.Position = l1;
+        f.ReadExactly(b);
+        long l2 = (long)(System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(b) & 0x00fffffffffffe00UL);
+        f.Position = l2;
+        f.Write(new byte[8]);
+    }
+
+    [Fact]
+    public void Check_reports_and_repairs_leaks_like_qemu_img()
+    {
+        using var ours = new ScratchDir();
+        ProcessRunner.QemuImg(ours.Path, "create", "-q", "-f", "qcow2", "disk.qcow2", "16M");
+        ProcessRunner.QemuIo(ours.Path, "disk.qcow2", "qcow2", "write -P 1 0 256k");
+        LeakFirstCluster(ours["disk.qcow2"]);
+        using ScratchDir theirs = ours.CopyOf("disk.qcow2");
+
+        var r = Lvstor("image", "check", ours["disk.qcow2"]);
+        ProcessResult q = ProcessRunner.Run("qemu-img", ["check", ours["disk.qcow2"]]);
+        Assert.Equal(3, q.ExitCode);
+        Assert.Equal(q.ExitCode, r.Code);
+        Assert.Equal(q.StdOut, r.Out);
+        r = Lvstor("image", "check", "--output=json", ours["disk.qcow2"]);
+        Assert.Equal(3, r.Code);
+        Assert.Equal(ProcessRunner.Run("qemu-img", ["check", "--output=json", ours["disk.qcow2"]]).StdOut, r.Out);
+
+        r = Lvstor("image", "check", "-r", "leaks", ours["disk.qcow2"]);
+        q = ProcessRunner.Run("qemu-img", ["check", "-r", "leaks", theirs["disk.qcow2"]]);
+        Assert.Equal(q.ExitCode, r.Code);
+        Assert.Equal(0, r.Code);
+        Assert.Equal(q.StdOut, r.Out);
+        Assert.Equal(0, ProcessRunner.Run("qemu-img", ["check", ours["disk.qcow2"]]).ExitCode);
+    }
+
     [Fact]
     public void Create_chain_commit_and_rebase_through_the_cli()
     {

@@ -15,6 +15,7 @@ internal static class CheckReport
         {
             sb.Append(CultureInfo.InvariantCulture,
                 $"The following inconsistencies were found and repaired:\n\n    {r.LeaksFixed} leaked clusters\n    {r.CorruptionsFixed} corruptions\n\n");
+            sb.Append("Double checking the fixed image now...\n");
         }
 
         if (r.Corruptions == 0 && r.Leaks == 0)
