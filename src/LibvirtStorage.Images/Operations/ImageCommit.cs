@@ -29,8 +29,9 @@ public sealed record ImageCommitResult(string BackingPath, long BytesCommitted, 
 /// <remarks>
 /// The top is opened without its chain, and its backing image is opened separately for writing (with
 /// its own chain read-only beneath it), so the engine's "backing images are read-only" rule holds.
-/// Emptying a qcow2 top without internal snapshots re-creates it with the same parameters and backing
-/// reference (what QEMU's qcow2_make_empty does for version 3); otherwise its clusters are discarded.
+/// Emptying a version 3 top with nothing but a backing reference re-creates it with the same parameters
+/// (QEMU's make_completely_empty); otherwise (version 2, snapshots, bitmaps, unknown extensions) every
+/// cluster is discarded with the backing chain closed, which leaves them unallocated (QEMU's full discard).
 /// </remarks>
 public static class ImageCommit
 {
@@ -66,7 +67,7 @@ public static class ImageCommit
 
             if (!options.KeepTop)
             {
-                if (q.SnapshotCount == 0)
+                if (CanRecreate(q))
                 {
                     recreate = SameParameters(q);
                 }
@@ -101,6 +102,28 @@ public static class ImageCommit
         CompressionType = q.CompressionType,
         LazyRefcounts = q.LazyRefcounts,
     };
+
+    /// <summary>
+    /// QEMU's condition for make_completely_empty: version 3, and nothing a fresh image would lose
+    /// (internal snapshots, bitmaps, an external data file, or header extensions we do not know).
+    /// </summary>
+    private static bool CanRecreate(Qcow2Image q)
+    {
+        if (q.Version < 3 || q.SnapshotCount != 0 || (q.Header.IncompatibleFeatures & Qcow2Header.IncompatDataFile) != 0)
+        {
+            return false;
+        }
+
+        foreach (Qcow2HeaderExtension e in q.Header.Extensions)
+        {
+            if (e.Type is not Qcow2Header.ExtBackingFormat and not Qcow2Header.ExtFeatureNames)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
 
     private static long CopyAllocated(IBlockImage top, IBlockImage backing, IProgress<double>? progress, CancellationToken cancellationToken)
     {
@@ -147,7 +170,7 @@ public static class ImageCommit
             if (s.Allocated)
             {
                 throw new ImageException(ErrorKind.UnsupportedFeature,
-                    "the data was committed, but the top image could not be emptied (it has internal snapshots); delete or re-create it", top.Path);
+                    "the data was committed, but the top image could not be emptied; delete or re-create it", top.Path);
             }
 
             offset += Math.Max(s.Length, 1);

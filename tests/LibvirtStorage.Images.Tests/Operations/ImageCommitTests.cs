@@ -51,6 +51,28 @@ public sealed class ImageCommitTests
         return lines;
     }
 
+    [Theory]
+    [InlineData("snapshot", "-c", "s1")]
+    [InlineData("bitmap", "--add", "b0")]
+    public void Commit_empties_a_top_with_snapshots_or_bitmaps_by_discarding_and_keeps_them(string tool, string verb, string name)
+    {
+        using var ours = new ScratchDir();
+        QemuChains.Build(ours, QemuChains.RawBase);
+        // qemu-img snapshot -c NAME FILE; qemu-img bitmap --add FILE NAME
+        ProcessRunner.QemuImg(ours.Path, tool == "snapshot" ? [tool, verb, name, "top.qcow2"] : [tool, verb, "top.qcow2", name]);
+        using ScratchDir theirs = ours.CopyOf(QemuChains.Files(QemuChains.RawBase));
+
+        ImageCommitResult result = ImageCommit.Run(ours["top.qcow2"]);
+        ProcessRunner.QemuImg(theirs.Path, "commit", "-q", "top.qcow2");
+
+        Assert.True(result.TopEmptied);
+        Assert.True(QemuChains.SameContents(ours, "top.qcow2", theirs, "top.qcow2", sameSize: true));
+        Assert.True(QemuChains.SameContents(ours, "mid.qcow2", theirs, "mid.qcow2", sameSize: true));
+        Assert.Empty(TopLayerExtents(ours, "top.qcow2"));
+        QemuChains.AssertClean(ours, "top.qcow2");
+        Assert.Contains(name, ProcessRunner.QemuImg(ours.Path, "info", "top.qcow2"), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Commit_into_a_raw_base_grows_it_to_the_top_size()
     {
