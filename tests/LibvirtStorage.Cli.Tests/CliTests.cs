@@ -47,6 +47,31 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Chain_info_and_map_in_both_formats_equal_qemu_img()
+    {
+        using var dir = new ScratchDir();
+        ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "raw", "base.raw", "4M");
+        ProcessRunner.QemuIo(dir.Path, "base.raw", "raw", "write -P 1 0 1M");
+        ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "mid.qcow2");
+        ProcessRunner.QemuIo(dir.Path, "mid.qcow2", "qcow2", "write -P 2 512k 64k", "write -z 2M 64k");
+        ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2", "6M");
+        ProcessRunner.QemuIo(dir.Path, "top.qcow2", "qcow2", "write -P 3 3M 4k");
+        string top = dir["top.qcow2"];
+        foreach (string[] command in new[]
+        {
+            new[] { "info", "--backing-chain", top },
+            new[] { "info", "--backing-chain", "--output=json", top },
+            new[] { "map", top },
+            new[] { "map", "--output=json", top },
+        })
+        {
+            var r = Lvstor(["image", .. command]);
+            Assert.Equal(0, r.Code);
+            Assert.Equal(ProcessRunner.QemuImg(dir.Path, command), r.Out);
+        }
+    }
+
+    [Fact]
     public void Check_of_raw_is_unsupported_like_qemu_img()
     {
         using var dir = new ScratchDir();
