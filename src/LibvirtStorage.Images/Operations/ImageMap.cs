@@ -110,11 +110,9 @@ public static class ImageMap
         var sb = new StringBuilder();
         sb.Append(CultureInfo.InvariantCulture, $"{"Offset",-16}{"Length",-16}{"Mapped to",-16}File\n");
 
-        // The human format does not tell zero runs from unallocated ones, so it merges them (as qemu-img does).
-        int i = 0;
-        while (i < extents.Count)
+        // Runs were merged as for JSON; the human format lists only the data runs that do not read as zero.
+        foreach (MapExtent e in extents)
         {
-            MapExtent e = extents[i];
             if (e.Data && e.Offset is null)
             {
                 throw new ImageException(ErrorKind.UnsupportedFeature, "File contains external, encrypted or compressed clusters.", e.Filename);
@@ -122,17 +120,8 @@ public static class ImageMap
 
             if (e.Data && !e.Zero)
             {
-                long length = e.Length;
-                while (i + 1 < extents.Count && extents[i + 1].Data && !extents[i + 1].Zero && extents[i + 1].Offset == e.Offset + length
-                    && extents[i + 1].Filename == e.Filename)
-                {
-                    length += extents[++i].Length;
-                }
-
-                sb.Append(Hex(e.Start)).Append(Hex(length)).Append(Hex(e.Offset!.Value)).Append(e.Filename).Append('\n');
+                sb.Append(Hex(e.Start)).Append(Hex(e.Length)).Append(Hex(e.Offset!.Value)).Append(e.Filename).Append('\n');
             }
-
-            i++;
         }
 
         return sb.ToString();
