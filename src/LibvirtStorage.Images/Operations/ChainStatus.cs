@@ -23,7 +23,8 @@ internal static class ChainStatus
     /// <remarks>
     /// Mirrors QEMU's block layer: a layer that does not allocate a run defers to its backing image; a
     /// layer without a backing image, or whose backing image ends before the run, reads as zeroes there
-    /// without allocating it (present=false, zero=true). Raw layers always allocate, and their host offset
+    /// without allocating it (present=false, zero=true; with the host offset of an allocated cluster whose
+    /// subclusters are unallocated, as QEMU reports it). Raw layers always allocate, and their host offset
     /// is the guest offset (QEMU reports it for holes too).
     /// </remarks>
     public static ChainExtent Get(IBlockImage top, long offset, long length)
@@ -56,7 +57,8 @@ internal static class ChainStatus
             IBlockImage? backing = layer.Backing;
             if (backing is null || offset >= backing.VirtualSize)
             {
-                return new ChainExtent(length, depth, false, true, false, null, layer);
+                // An unallocated subcluster of an allocated cluster keeps its host offset (QEMU reports it).
+                return new ChainExtent(length, depth, false, true, false, s.HostOffset, layer);
             }
 
             length = Math.Min(length, backing.VirtualSize - offset);
