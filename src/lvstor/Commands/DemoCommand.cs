@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Diagnostics;
 using LibvirtStorage.Images;
 using LibvirtStorage.Images.Operations;
 using LibvirtStorage.Images.Qcow2;
@@ -96,9 +97,55 @@ internal static class DemoCommand
         o.WriteLine($"copied {copied} bytes; backing file now: {ImageInfo.Get(top).BackingFilename}");
         ok &= Same(o, top, flatRaw) & CheckClean(o, top);
 
+        Step(o, "cross-check with QEMU's own tools (qemu-img check and compare), when installed");
+        ok &= QemuCrossCheck(o, folder, ["check", "top.qcow2"], ["check", "mid.qcow2"], ["check", "flat-compressed.qcow2"],
+            ["compare", "top.qcow2", "flat.raw"], ["compare", "flat-compressed.qcow2", "flat.raw"]);
+
         o.WriteLine();
         o.WriteLine(ok ? "demo: every step verified" : "demo: FAILED (see above)");
         return ok ? 0 : 1;
+    }
+
+    /// <summary>Runs each qemu-img command in the demo folder and prints its verdict; true when all succeed (or qemu-img is absent).</summary>
+    private static bool QemuCrossCheck(TextWriter o, string folder, params string[][] commands)
+    {
+        bool ok = true;
+        foreach (string[] args in commands)
+        {
+            var psi = new ProcessStartInfo("qemu-img")
+            {
+                WorkingDirectory = folder,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
+            foreach (string a in args)
+            {
+                psi.ArgumentList.Add(a);
+            }
+
+            Process? process;
+            try
+            {
+                process = Process.Start(psi);
+            }
+            catch (System.ComponentModel.Win32Exception)
+            {
+                o.WriteLine("qemu-img is not installed: skipped (apt-get install qemu-utils)");
+                return true;
+            }
+
+            using (process)
+            {
+                string output = process!.StandardOutput.ReadToEnd() + process.StandardError.ReadToEnd();
+                process.WaitForExit();
+                string first = output.Split('\n', 2)[0];
+                o.WriteLine($"qemu-img {string.Join(' ', args)}: {first} (exit {process.ExitCode})");
+                ok &= process.ExitCode == 0;
+            }
+        }
+
+        return ok;
     }
 
     private static void Step(TextWriter o, string title)
