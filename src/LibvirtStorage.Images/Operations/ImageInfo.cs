@@ -45,8 +45,8 @@ public sealed record ImageInfo
     /// <summary>The backing format as recorded in the image.</summary>
     public string? BackingFilenameFormat { get; init; }
 
-    /// <summary>Internal snapshots (qcow2).</summary>
-    public int SnapshotCount { get; init; }
+    /// <summary>Internal snapshots (qcow2), in table order.</summary>
+    public IReadOnlyList<SnapshotInfo> Snapshots { get; init; } = [];
 
     /// <summary>qcow2 facts, or null for raw.</summary>
     public Qcow2InfoData? Qcow2 { get; init; }
@@ -105,7 +105,7 @@ public sealed record ImageInfo
             BackingFilename = backing,
             FullBackingFilename = backing is null ? null : FullBackingName(displayName, backing),
             BackingFilenameFormat = q.BackingFormat?.ToName(),
-            SnapshotCount = q.SnapshotCount,
+            Snapshots = SnapshotTable.Read(q),
             Qcow2 = new Qcow2InfoData(
                 v3 ? "1.1" : "0.10",
                 q.CompressionType == CompressionType.Zstd ? "zstd" : "zlib",

@@ -25,6 +25,7 @@ internal static class ImageInfoJson
 
     private static InfoDto ToDto(ImageInfo i) => new()
     {
+        Snapshots = i.Snapshots.Count == 0 ? null : SnapshotDtos(i.Snapshots),
         BackingFilenameFormat = i.BackingFilenameFormat,
         VirtualSize = i.VirtualSize,
         Filename = i.Filename,
@@ -48,8 +49,32 @@ internal static class ImageInfoJson
         DirtyFlag = i.DirtyFlag,
     };
 
+    private static List<SnapshotDto> SnapshotDtos(IReadOnlyList<SnapshotInfo> snapshots)
+    {
+        var list = new List<SnapshotDto>(snapshots.Count);
+        foreach (SnapshotInfo s in snapshots)
+        {
+            list.Add(new SnapshotDto
+            {
+                Icount = s.Icount,
+                VmClockNsec = s.VmClockNsec % 1_000_000_000,
+                Name = s.Name,
+                DateSec = s.DateSec,
+                DateNsec = s.DateNsec,
+                VmClockSec = s.VmClockNsec / 1_000_000_000,
+                Id = s.Id,
+                VmStateSize = s.VmStateSize,
+            });
+        }
+
+        return list;
+    }
+
     internal sealed class InfoDto
     {
+        [JsonPropertyName("snapshots")]
+        public List<SnapshotDto>? Snapshots { get; set; }
+
         [JsonPropertyName("backing-filename-format")]
         public string? BackingFilenameFormat { get; set; }
 
@@ -79,6 +104,33 @@ internal static class ImageInfoJson
 
         [JsonPropertyName("dirty-flag")]
         public bool DirtyFlag { get; set; }
+    }
+
+    internal sealed class SnapshotDto
+    {
+        [JsonPropertyName("icount")]
+        public long? Icount { get; set; }
+
+        [JsonPropertyName("vm-clock-nsec")]
+        public long VmClockNsec { get; set; }
+
+        [JsonPropertyName("name")]
+        public string Name { get; set; } = string.Empty;
+
+        [JsonPropertyName("date-sec")]
+        public long DateSec { get; set; }
+
+        [JsonPropertyName("date-nsec")]
+        public int DateNsec { get; set; }
+
+        [JsonPropertyName("vm-clock-sec")]
+        public long VmClockSec { get; set; }
+
+        [JsonPropertyName("id")]
+        public string Id { get; set; } = string.Empty;
+
+        [JsonPropertyName("vm-state-size")]
+        public long VmStateSize { get; set; }
     }
 
     internal sealed class FormatSpecificDto

@@ -38,6 +38,11 @@ internal static class ImageInfoText
             }
         }
 
+        if (i.Snapshots.Count > 0)
+        {
+            AppendSnapshots(sb, i.Snapshots);
+        }
+
         if (i.Qcow2 is Qcow2InfoData q)
         {
             sb.Append("Format specific information:\n");
@@ -61,6 +66,22 @@ internal static class ImageInfoText
         }
 
         return sb.ToString();
+    }
+
+    /// <summary>QEMU's bdrv_snapshot_dump: fixed-width columns, local time, clock as h:mm:ss.mmm.</summary>
+    private static void AppendSnapshots(StringBuilder sb, IReadOnlyList<SnapshotInfo> snapshots)
+    {
+        sb.Append("Snapshot list:\n");
+        sb.Append(CultureInfo.InvariantCulture, $"{"ID",-10}{"TAG",-17}{"VM SIZE",8}{"DATE",20}{"VM CLOCK",13}{"ICOUNT",11}\n");
+        foreach (SnapshotInfo s in snapshots)
+        {
+            string date = DateTimeOffset.FromUnixTimeSeconds(s.DateSec).ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
+            long secs = s.VmClockNsec / 1_000_000_000;
+            string clock = string.Create(CultureInfo.InvariantCulture,
+                $"{secs / 3600:00}:{secs / 60 % 60:00}:{secs % 60:00}.{s.VmClockNsec / 1_000_000 % 1000:000}");
+            string icount = s.Icount is long n ? n.ToString(CultureInfo.InvariantCulture) : string.Empty;
+            sb.Append(CultureInfo.InvariantCulture, $"{s.Id,-9} {s.Name,-16} {SizeToString(s.VmStateSize),8}{date,20}{clock,13}{icount,11}\n");
+        }
     }
 
     /// <summary>

@@ -42,6 +42,22 @@ public sealed class ImageInfoTests
     }
 
     [Fact]
+    public void Snapshot_list_in_json_and_text_equals_qemu_img()
+    {
+        using var dir = new ScratchDir();
+        ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "qcow2", "disk.qcow2", "64M");
+        ProcessRunner.QemuImg(dir.Path, "snapshot", "-c", "first", "disk.qcow2");
+        ProcessRunner.QemuIo(dir.Path, "disk.qcow2", "qcow2", "write -P 1 0 1M");
+        ProcessRunner.QemuImg(dir.Path, "snapshot", "-c", "second one", "disk.qcow2");
+        ProcessRunner.QemuImg(dir.Path, "snapshot", "-c", "third", "disk.qcow2");
+        ProcessRunner.QemuImg(dir.Path, "snapshot", "-d", "second one", "disk.qcow2");
+        ImageInfo info = Ours(dir, "disk.qcow2");
+        Assert.Equal(["first", "third"], info.Snapshots.Select(s => s.Name));
+        Assert.Equal(Qemu(dir, "info", "--output=json", "disk.qcow2"), info.ToJson());
+        Assert.Equal(Qemu(dir, "info", "disk.qcow2"), info.ToHuman());
+    }
+
+    [Fact]
     public void Backing_chain_json_equals_qemu_img()
     {
         using var dir = new ScratchDir();
