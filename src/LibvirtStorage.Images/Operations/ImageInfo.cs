@@ -10,7 +10,9 @@ namespace LibvirtStorage.Images.Operations;
 /// <param name="RefcountBits">Width of a refcount entry.</param>
 /// <param name="Corrupt">Corrupt bit (version 3 only).</param>
 /// <param name="ExtendedL2">Extended L2 entries (version 3 only).</param>
-public sealed record Qcow2InfoData(string Compat, string CompressionType, bool? LazyRefcounts, int RefcountBits, bool? Corrupt, bool? ExtendedL2);
+/// <param name="Bitmaps">Persistent dirty bitmaps, or null when the image has none.</param>
+public sealed record Qcow2InfoData(string Compat, string CompressionType, bool? LazyRefcounts, int RefcountBits, bool? Corrupt, bool? ExtendedL2,
+    IReadOnlyList<BitmapInfo>? Bitmaps = null);
 
 /// <summary>
 /// The facts <c>qemu-img info</c> reports about one image file, with renderings as qemu-img's JSON
@@ -112,7 +114,8 @@ public sealed record ImageInfo
                 v3 ? q.LazyRefcounts : null,
                 q.RefcountBits,
                 v3 ? q.IsCorrupt : null,
-                v3 ? q.ExtendedL2 : null),
+                v3 ? q.ExtendedL2 : null,
+                BitmapDirectory.Read(q)),
         };
     }
 

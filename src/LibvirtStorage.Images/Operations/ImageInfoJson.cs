@@ -10,7 +10,7 @@ namespace LibvirtStorage.Images.Operations;
 internal static class ImageInfoJson
 {
     public static string Serialize(ImageInfo info) =>
-        JsonSerializer.Serialize(ToDto(info), ImageInfoJsonContext.Default.InfoDto) + "\n";
+        QemuEmptyArrays(JsonSerializer.Serialize(ToDto(info), ImageInfoJsonContext.Default.InfoDto)) + "\n";
 
     public static string Serialize(IReadOnlyList<ImageInfo> chain)
     {
@@ -20,7 +20,33 @@ internal static class ImageInfoJson
             list.Add(ToDto(info));
         }
 
-        return JsonSerializer.Serialize(list, ImageInfoJsonContext.Default.ListInfoDto) + "\n";
+        return QemuEmptyArrays(JsonSerializer.Serialize(list, ImageInfoJsonContext.Default.ListInfoDto)) + "\n";
+    }
+
+    /// <summary>
+    /// QEMU's pretty printer writes an empty array as "[", a newline and "]" at the key's indentation;
+    /// System.Text.Json writes "[]". Only a bitmap's "flags" can be empty here.
+    /// </summary>
+    private static string QemuEmptyArrays(string json)
+    {
+        const string Empty = "\"flags\": []";
+        int at = json.IndexOf(Empty, StringComparison.Ordinal);
+        if (at < 0)
+        {
+            return json;
+        }
+
+        var sb = new System.Text.StringBuilder(json.Length + 64);
+        int from = 0;
+        while (at >= 0)
+        {
+            int lineStart = json.LastIndexOf('\n', at) + 1;
+            sb.Append(json, from, at - from).Append("\"flags\": [\n").Append(' ', at - lineStart).Append(']');
+            from = at + Empty.Length;
+            at = json.IndexOf(Empty, from, StringComparison.Ordinal);
+        }
+
+        return sb.Append(json, from, json.Length - from).ToString();
     }
 
     private static InfoDto ToDto(ImageInfo i) => new()
@@ -39,6 +65,7 @@ internal static class ImageInfoJson
                 Compat = i.Qcow2.Compat,
                 CompressionType = i.Qcow2.CompressionType,
                 LazyRefcounts = i.Qcow2.LazyRefcounts,
+                Bitmaps = i.Qcow2.Bitmaps is null ? null : BitmapDtos(i.Qcow2.Bitmaps),
                 RefcountBits = i.Qcow2.RefcountBits,
                 Corrupt = i.Qcow2.Corrupt,
                 ExtendedL2 = i.Qcow2.ExtendedL2,
@@ -48,6 +75,17 @@ internal static class ImageInfoJson
         BackingFilename = i.BackingFilename,
         DirtyFlag = i.DirtyFlag,
     };
+
+    private static List<BitmapDto> BitmapDtos(IReadOnlyList<BitmapInfo> bitmaps)
+    {
+        var list = new List<BitmapDto>(bitmaps.Count);
+        foreach (BitmapInfo b in bitmaps)
+        {
+            list.Add(new BitmapDto { Flags = [.. b.Flags], Name = b.Name, Granularity = b.Granularity });
+        }
+
+        return list;
+    }
 
     private static List<SnapshotDto> SnapshotDtos(IReadOnlyList<SnapshotInfo> snapshots)
     {
@@ -133,6 +171,18 @@ internal static class ImageInfoJson
         public long VmStateSize { get; set; }
     }
 
+    internal sealed class BitmapDto
+    {
+        [JsonPropertyName("flags")]
+        public List<string> Flags { get; set; } = [];
+
+        [JsonPropertyName("name")]
+        public string Name { get; set; } = string.Empty;
+
+        [JsonPropertyName("granularity")]
+        public long Granularity { get; set; }
+    }
+
     internal sealed class FormatSpecificDto
     {
         [JsonPropertyName("type")]
@@ -152,6 +202,9 @@ internal static class ImageInfoJson
 
         [JsonPropertyName("lazy-refcounts")]
         public bool? LazyRefcounts { get; set; }
+
+        [JsonPropertyName("bitmaps")]
+        public List<BitmapDto>? Bitmaps { get; set; }
 
         [JsonPropertyName("refcount-bits")]
         public int RefcountBits { get; set; }

@@ -53,6 +53,11 @@ internal static class ImageInfoText
                 sb.Append("    lazy refcounts: ").Append(lazy ? "true" : "false").Append('\n');
             }
 
+            if (q.Bitmaps is { } bitmaps)
+            {
+                AppendBitmaps(sb, bitmaps);
+            }
+
             sb.Append(CultureInfo.InvariantCulture, $"    refcount bits: {q.RefcountBits}\n");
             if (q.Corrupt is bool corrupt)
             {
@@ -66,6 +71,23 @@ internal static class ImageInfoText
         }
 
         return sb.ToString();
+    }
+
+    /// <summary>QEMU's generic QAPI dump of the bitmap list, as under "Format specific information".</summary>
+    private static void AppendBitmaps(StringBuilder sb, IReadOnlyList<BitmapInfo> bitmaps)
+    {
+        sb.Append("    bitmaps:\n");
+        for (int i = 0; i < bitmaps.Count; i++)
+        {
+            BitmapInfo b = bitmaps[i];
+            sb.Append(CultureInfo.InvariantCulture, $"        [{i}]:\n            flags:\n");
+            for (int f = 0; f < b.Flags.Count; f++)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"                [{f}]: {b.Flags[f]}\n");
+            }
+
+            sb.Append(CultureInfo.InvariantCulture, $"            name: {b.Name}\n            granularity: {b.Granularity}\n");
+        }
     }
 
     /// <summary>QEMU's bdrv_snapshot_dump: fixed-width columns, local time, clock as h:mm:ss.mmm.</summary>

@@ -58,6 +58,30 @@ public sealed class ImageInfoTests
     }
 
     [Fact]
+    public void Bitmap_list_in_json_and_text_equals_qemu_img_before_and_after_a_read_write_open()
+    {
+        using var dir = new ScratchDir();
+        ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "qcow2", "disk.qcow2", "64M");
+        ProcessRunner.QemuImg(dir.Path, "bitmap", "--add", "disk.qcow2", "b0");
+        ProcessRunner.QemuImg(dir.Path, "bitmap", "--add", "-g", "128k", "--disable", "disk.qcow2", "second");
+        ImageInfo info = Ours(dir, "disk.qcow2");
+        Assert.Equal(2, info.Qcow2!.Bitmaps!.Count);
+        Assert.Equal(Qemu(dir, "info", "--output=json", "disk.qcow2"), info.ToJson());
+        Assert.Equal(Qemu(dir, "info", "disk.qcow2"), info.ToHuman());
+
+        // The engine flags bitmaps in use while it holds the image writable (it does not maintain them).
+        using (IBlockImage image = ImageOpener.Open(dir["disk.qcow2"]))
+        {
+            image.Write(0, new byte[4096]);
+            image.Flush();
+        }
+
+        info = Ours(dir, "disk.qcow2");
+        Assert.Equal(Qemu(dir, "info", "--output=json", "disk.qcow2"), info.ToJson());
+        Assert.Equal(Qemu(dir, "info", "disk.qcow2"), info.ToHuman());
+    }
+
+    [Fact]
     public void Backing_chain_json_equals_qemu_img()
     {
         using var dir = new ScratchDir();
