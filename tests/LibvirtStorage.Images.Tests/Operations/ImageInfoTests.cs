@@ -9,6 +9,15 @@ public sealed class ImageInfoTests
     /// <summary>Both tools are given the absolute path, so they report the same names.</summary>
     private static ImageInfo Ours(ScratchDir dir, string name) => ImageInfo.Get(dir[name]);
 
+    /// <summary>Our info of <paramref name="name"/> renders exactly as qemu-img's, in JSON and in text.</summary>
+    private static ImageInfo AssertSameAsQemu(ScratchDir dir, string name)
+    {
+        ImageInfo info = Ours(dir, name);
+        Assert.Equal(Qemu(dir, "info", "--output=json", name), info.ToJson());
+        Assert.Equal(Qemu(dir, "info", name), info.ToHuman());
+        return info;
+    }
+
     private static string Qemu(ScratchDir dir, params string[] args)
     {
         args[^1] = dir[args[^1]];
@@ -21,9 +30,7 @@ public sealed class ImageInfoTests
         using var dir = new ScratchDir();
         ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "raw", "disk.raw", "5M");
         ProcessRunner.QemuIo(dir.Path, "disk.raw", "raw", "write -P 1 1M 192k");
-        ImageInfo info = Ours(dir, "disk.raw");
-        Assert.Equal(Qemu(dir, "info", "--output=json", "disk.raw"), info.ToJson());
-        Assert.Equal(Qemu(dir, "info", "disk.raw"), info.ToHuman());
+        AssertSameAsQemu(dir, "disk.raw");
     }
 
     [Theory]
@@ -36,9 +43,7 @@ public sealed class ImageInfoTests
         using var dir = new ScratchDir();
         ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "qcow2", "-o", options, "disk.qcow2", "1G");
         ProcessRunner.QemuIo(dir.Path, "disk.qcow2", "qcow2", "write -P 1 1M 192k");
-        ImageInfo info = Ours(dir, "disk.qcow2");
-        Assert.Equal(Qemu(dir, "info", "--output=json", "disk.qcow2"), info.ToJson());
-        Assert.Equal(Qemu(dir, "info", "disk.qcow2"), info.ToHuman());
+        AssertSameAsQemu(dir, "disk.qcow2");
     }
 
     [Fact]
@@ -51,10 +56,8 @@ public sealed class ImageInfoTests
         ProcessRunner.QemuImg(dir.Path, "snapshot", "-c", "second one", "disk.qcow2");
         ProcessRunner.QemuImg(dir.Path, "snapshot", "-c", "third", "disk.qcow2");
         ProcessRunner.QemuImg(dir.Path, "snapshot", "-d", "second one", "disk.qcow2");
-        ImageInfo info = Ours(dir, "disk.qcow2");
+        ImageInfo info = AssertSameAsQemu(dir, "disk.qcow2");
         Assert.Equal(["first", "third"], info.Snapshots.Select(s => s.Name));
-        Assert.Equal(Qemu(dir, "info", "--output=json", "disk.qcow2"), info.ToJson());
-        Assert.Equal(Qemu(dir, "info", "disk.qcow2"), info.ToHuman());
     }
 
     [Fact]
@@ -64,10 +67,8 @@ public sealed class ImageInfoTests
         ProcessRunner.QemuImg(dir.Path, "create", "-q", "-f", "qcow2", "disk.qcow2", "64M");
         ProcessRunner.QemuImg(dir.Path, "bitmap", "--add", "disk.qcow2", "b0");
         ProcessRunner.QemuImg(dir.Path, "bitmap", "--add", "-g", "128k", "--disable", "disk.qcow2", "second");
-        ImageInfo info = Ours(dir, "disk.qcow2");
+        ImageInfo info = AssertSameAsQemu(dir, "disk.qcow2");
         Assert.Equal(2, info.Qcow2!.Bitmaps!.Count);
-        Assert.Equal(Qemu(dir, "info", "--output=json", "disk.qcow2"), info.ToJson());
-        Assert.Equal(Qemu(dir, "info", "disk.qcow2"), info.ToHuman());
 
         // The engine flags bitmaps in use while it holds the image writable (it does not maintain them).
         using (IBlockImage image = ImageOpener.Open(dir["disk.qcow2"]))
@@ -76,9 +77,7 @@ public sealed class ImageInfoTests
             image.Flush();
         }
 
-        info = Ours(dir, "disk.qcow2");
-        Assert.Equal(Qemu(dir, "info", "--output=json", "disk.qcow2"), info.ToJson());
-        Assert.Equal(Qemu(dir, "info", "disk.qcow2"), info.ToHuman());
+        AssertSameAsQemu(dir, "disk.qcow2");
     }
 
     [Fact]
