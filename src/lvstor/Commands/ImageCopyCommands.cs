@@ -17,8 +17,8 @@ internal static class ImageCopyCommands
     private static Command Convert(CliContext context)
     {
         Option<string?> format = CommonOptions.Format("Source format; probed when omitted");
-        var outputFormat = new Option<string?>("-O") { Description = "Target format: raw or qcow2 (default raw, as qemu-img)" };
-        var opts = new Option<string[]>("-o") { Description = "Target options (as for create)" };
+        var outputFormat = new Option<string?>("-O") { HelpName = "format", Description = "Target format: raw or qcow2 (default raw, as qemu-img)" };
+        var opts = new Option<string[]>("-o") { HelpName = "options", Description = "Target options (as for create)" };
         var compress = new Option<bool>("--compress", "-c") { Description = "Compress every cluster of the qcow2 target" };
         var sparse = new Option<string?>("--sparse-size", "-S") { Description = "Smallest zero run skipped (default 4k; 0 writes everything)" };
         Option<string?> cache = CommonOptions.Cache();

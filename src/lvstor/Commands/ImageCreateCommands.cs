@@ -17,7 +17,7 @@ internal static class ImageCreateCommands
         Option<string?> format = CommonOptions.Format("Format of the new image (default qcow2)");
         var backing = new Option<string?>("--backing", "-b") { Description = "Backing file (relative to the new image's folder)" };
         var backingFormat = new Option<string?>("--backing-format", "-F") { Description = "Format of the backing file (probed when omitted)" };
-        var opts = new Option<string[]>("-o") { Description = "Options: cluster_size, compat, preallocation, extended_l2, compression_type, refcount_bits, lazy_refcounts", AllowMultipleArgumentsPerToken = false };
+        var opts = new Option<string[]>("-o") { HelpName = "options", Description = "Options: cluster_size, compat, preallocation, extended_l2, compression_type, refcount_bits, lazy_refcounts", AllowMultipleArgumentsPerToken = false };
         Option<bool> quiet = CommonOptions.Quiet();
         Argument<string> file = CommonOptions.File();
         var size = new Argument<string?>("size") { Description = "Virtual size (e.g. 10G); defaults to the backing file's", Arity = ArgumentArity.ZeroOrOne };
