@@ -278,8 +278,9 @@ public sealed partial class Qcow2Image
     /// <summary>An L2 table from the cache, validated before it is loaded. Caller holds <c>_meta</c>.</summary>
     private byte[] GetL2Locked(ulong offset)
     {
+        // HighWater starts at the file's length and grows with every allocation: no fstat per request
         if (!_layout.IsClusterAligned(offset) || offset < (ulong)_layout.ClusterSize
-            || offset >= (ulong)Math.Max(_file.Length, _refcounts.HighWater << _layout.ClusterBits))
+            || offset >= (ulong)(_refcounts.HighWater << _layout.ClusterBits))
         {
             SignalCorruption((long)Math.Min(offset, long.MaxValue), $"L2 table offset 0x{offset:x} is unaligned, inside the header or past the end of the file");
         }

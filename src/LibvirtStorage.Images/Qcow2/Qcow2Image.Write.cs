@@ -13,6 +13,8 @@ public sealed partial class Qcow2Image
         NewPartial,
         /// <summary>A new host cluster replacing a shared or compressed one: copy the whole cluster.</summary>
         NewFull,
+        /// <summary>The cluster became ours while this write waited: a plain overwrite, no claim needed.</summary>
+        Overwrite,
     }
 
     /// <inheritdoc/>
@@ -256,7 +258,7 @@ public sealed partial class Qcow2Image
         WritePlan plan;
         long host;
         bool fresh = false;
-        bool oldIsZero;
+        bool oldIsZero = false;
         ulong freeEntry = 0;
         ulong bitmap = 0;
         lock (_meta)
@@ -267,6 +269,17 @@ public sealed partial class Qcow2Image
             }
 
             CheckWritable();
+
+            // the allocation this write waited for may have made the cluster ours: then it is a plain
+            // overwrite, which needs no exclusive claim (writers queued behind one allocation run in parallel)
+            if (OverwritableRunLocked(offset, data.Length, out long inPlace) == data.Length)
+            {
+                host = inPlace;
+                Interlocked.Increment(ref _ioInFlight);
+                plan = WritePlan.Overwrite;
+                goto Unlocked;
+            }
+
             SetDirtyBitLocked();
             byte[] table = GetL2ForWriteLocked(offset, out _);
             int index = _layout.L2Index(offset);
@@ -296,6 +309,21 @@ public sealed partial class Qcow2Image
             }
 
             _allocating.Add(cluster);
+        }
+
+    Unlocked:
+        if (plan == WritePlan.Overwrite)
+        {
+            try
+            {
+                _file.Write(data, host);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _ioInFlight);
+            }
+
+            return;
         }
 
         try

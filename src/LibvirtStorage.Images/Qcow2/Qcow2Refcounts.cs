@@ -420,7 +420,7 @@ internal sealed class Qcow2Refcounts
 
     private long CheckBlockOffset(ulong offset, long block)
     {
-        if (!_layout.IsClusterAligned(offset) || offset >= (ulong)Math.Max(_file.Length, HighWater << _layout.ClusterBits))
+        if (!_layout.IsClusterAligned(offset) || offset >= (ulong)(HighWater << _layout.ClusterBits))
         {
             OnCorruption?.Invoke((long)Math.Min(offset, long.MaxValue), $"refcount block {block} at 0x{offset:x} is unaligned or outside the file");
         }
