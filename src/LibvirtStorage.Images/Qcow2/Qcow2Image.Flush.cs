@@ -5,6 +5,10 @@ namespace LibvirtStorage.Images.Qcow2;
 public sealed partial class Qcow2Image
 {
     /// <inheritdoc/>
+    /// <remarks>
+    /// The data sync runs outside the metadata lock, so a guest's flush does not stall the other queues;
+    /// the lock is taken only when metadata is dirty (after allocations, discards or resizes).
+    /// </remarks>
     public void Flush()
     {
         if (_readOnly)
@@ -12,8 +16,20 @@ public sealed partial class Qcow2Image
             return;
         }
 
+        _file.Sync();
+        lock (_meta)
+        {
+            if (_readOnly || !HasDirtyMetadataLocked())
+            {
+                return;
+            }
+        }
+
         FlushCore(closing: false);
     }
+
+    private bool HasDirtyMetadataLocked() =>
+        _l1Dirty || _deferredFrees.Count > 0 || _refcounts.HasDirty || _l2Cache.HasDirty;
 
     /// <inheritdoc/>
     public void Resize(long newSize)
