@@ -1,0 +1,125 @@
+using LibvirtStorage.Images;
+
+namespace LibvirtStorage.Bench;
+
+/// <summary>One row of the I/O matrix.</summary>
+internal sealed record IoCase(ImageKind Image, bool Write, int RequestSize, int Depth, bool Direct, AccessOrder Order = AccessOrder.Strided)
+{
+    public string Name =>
+        $"{(Order == AccessOrder.Random ? "rand" : "seq")}{(Write ? "write" : "read")} {RequestSize / 1024}K QD{Depth} " +
+        $"{(Direct ? "none" : "writeback")} {Image.ToString().ToLowerInvariant()}";
+}
+
+/// <summary>
+/// The image-I/O section: every strided row runs qemu-img bench and our engine on the same file with the
+/// same -s/-S/-o/-c/-d; write rows on an empty or overlay image recreate it before each side. Which side
+/// goes first alternates from row to row so neither always gets the warmer page cache.
+/// </summary>
+internal sealed class IoRows
+{
+    private const byte WriteFill = 165;
+    private readonly BenchOptions _options;
+    private readonly QemuImg _qemu;
+    private readonly ScratchImages _images;
+    private readonly Action<ResultRow> _report;
+    private int _rowNumber;
+
+    public IoRows(BenchOptions options, QemuImg qemu, ScratchImages images, Action<ResultRow> report)
+    {
+        _options = options;
+        _qemu = qemu;
+        _images = images;
+        _report = report;
+    }
+
+    public static IEnumerable<IoCase> StridedCases()
+    {
+        foreach (ImageKind image in new[] { ImageKind.Fresh, ImageKind.Allocated, ImageKind.Overlay })
+        {
+            foreach (bool direct in new[] { true, false })
+            {
+                foreach (bool write in new[] { false, true })
+                {
+                    foreach (int size in new[] { 4096, 65536 })
+                    {
+                        foreach (int depth in new[] { 1, 32 })
+                        {
+                            yield return new IoCase(image, write, size, depth, direct);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    public static IEnumerable<IoCase> RandomCases()
+    {
+        foreach (bool write in new[] { false, true })
+        {
+            foreach (int depth in new[] { 1, 32 })
+            {
+                yield return new IoCase(ImageKind.Allocated, write, 4096, depth, Direct: true, AccessOrder.Random);
+            }
+        }
+
+        yield return new IoCase(ImageKind.Fresh, true, 4096, 1, Direct: true, AccessOrder.Random);
+        yield return new IoCase(ImageKind.Fresh, true, 4096, 32, Direct: true, AccessOrder.Random);
+    }
+
+    public void RunAll()
+    {
+        foreach (IoCase c in StridedCases().Where(c => _options.Selects(c.Name)))
+        {
+            Run(c, withPeer: true);
+        }
+
+        foreach (IoCase c in RandomCases().Where(c => _options.Selects(c.Name)))
+        {
+            Run(c, withPeer: false);
+        }
+    }
+
+    private void Run(IoCase c, bool withPeer)
+    {
+        IoPattern pattern = PatternFor(c);
+        bool recreate = c.Write && c.Image != ImageKind.Allocated;
+        bool qemuFirst = _rowNumber++ % 2 == 0;
+        TimeSpan? qemuTime = null;
+        TimeSpan ours;
+        if (withPeer && qemuFirst)
+        {
+            qemuTime = RunQemu(c, pattern, recreate);
+        }
+
+        ours = RunOurs(c, pattern, recreate);
+        if (withPeer && !qemuFirst)
+        {
+            qemuTime = RunQemu(c, pattern, recreate);
+        }
+
+        string section = withPeer ? "I/O (strided, same pattern as qemu-img bench)" : "I/O (random, ours only)";
+        _report(ResultRow.FromRun(section, c.Name, pattern, ours, qemuTime) with
+        {
+            Note = withPeer ? null : "no qemu-img bench equivalent",
+        });
+    }
+
+    private TimeSpan RunQemu(IoCase c, IoPattern pattern, bool recreate)
+    {
+        string path = _images.Prepare(c.Image, recreate);
+        return _qemu.Bench(path, "qcow2", pattern, c.Direct, _options.QemuAio);
+    }
+
+    private TimeSpan RunOurs(IoCase c, IoPattern pattern, bool recreate)
+    {
+        string path = _images.Prepare(c.Image, recreate);
+        using IBlockImage image = ImageOpener.Open(path, new ImageOpenOptions { Direct = c.Direct, Format = ImageFormat.Qcow2 });
+        return EngineIoRunner.Run(image, pattern);
+    }
+
+    private IoPattern PatternFor(IoCase c)
+    {
+        int count = c.RequestSize < 65536 ? _options.Count4K : _options.Count64K;
+        return new IoPattern(count, c.RequestSize, c.RequestSize, 0, c.Depth, c.Write, WriteFill, c.Order);
+    }
+}
