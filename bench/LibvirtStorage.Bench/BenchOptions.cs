@@ -12,7 +12,7 @@ internal sealed record BenchOptions
           --size SIZE          virtual size of the I/O images (default 1G; suffixes K, M, G)
           --op-size SIZE       size of the convert/commit/rebase images (default 1G)
           --count-4k N         requests per 4 KiB row (default 40000)
-          --count-64k N        requests per 64 KiB row (default 16384)
+          --count-64k N        requests per 64 KiB row (default 8192)
           --dir PATH           scratch folder for images (default /var/tmp/lvstor-bench; must allow O_DIRECT)
           --out PATH           also write the markdown report there (e.g. docs/performance.md)
           --only TEXT          run only rows whose name contains TEXT (repeatable)
@@ -30,7 +30,7 @@ internal sealed record BenchOptions
 
     public int Count4K { get; init; } = 40000;
 
-    public int Count64K { get; init; } = 16384;
+    public int Count64K { get; init; } = 8192;
 
     public string ScratchDir { get; init; } = "/var/tmp/lvstor-bench";
 

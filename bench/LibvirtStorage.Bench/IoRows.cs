@@ -12,7 +12,7 @@ internal sealed record IoCase(ImageKind Image, bool Write, int RequestSize, int 
 
 /// <summary>
 /// The image-I/O section: every strided row runs qemu-img bench and our engine on the same file with the
-/// same -s/-S/-o/-c/-d; write rows on an empty or overlay image recreate it before each side. Which side
+/// same -s/-S/-o/-c/-d; rows on an empty or overlay image recreate it before each side. Which side
 /// goes first alternates from row to row so neither always gets the warmer page cache.
 /// </summary>
 internal sealed class IoRows
@@ -82,7 +82,9 @@ internal sealed class IoRows
     private void Run(IoCase c, bool withPeer)
     {
         IoPattern pattern = PatternFor(c);
-        bool recreate = c.Write && c.Image != ImageKind.Allocated;
+        // an empty or overlay image is recreated for every side of every row (cheap), so a read row never
+        // sees what an earlier write row left behind; the allocated image is shared and only overwritten
+        bool recreate = c.Image != ImageKind.Allocated;
         bool qemuFirst = _rowNumber++ % 2 == 0;
         TimeSpan? qemuTime = null;
         TimeSpan ours;

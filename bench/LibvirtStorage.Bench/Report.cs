@@ -160,7 +160,7 @@ internal static class Report
           writeback is `-t writeback` against `Direct = false`. QEMU uses its default thread-pool AIO unless the
           table header says otherwise (`-i`). Buffers on both sides are page-aligned.
         - Images are made by qemu-img: fresh = `qemu-img create -f qcow2`, allocated = `-o preallocation=full`,
-          overlay = an empty qcow2 over a raw file filled with data. Write rows on fresh and overlay images recreate
+          overlay = an empty qcow2 over a raw file filled with data. Rows on fresh and overlay images recreate
           the image before each side; the allocated image is shared (both sides overwrite it with the same byte).
           Which side runs first alternates from row to row.
         - **Random rows** (ours only; qemu-img bench has no random mode) pick uniformly random 4 KiB-aligned offsets.
