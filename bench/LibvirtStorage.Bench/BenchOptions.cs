@@ -13,6 +13,8 @@ internal sealed record BenchOptions
           --op-size SIZE       size of the convert/commit/rebase images (default 1G)
           --count-4k N         requests per 4 KiB row (default 40000)
           --count-64k N        requests per 64 KiB row (default 8192)
+          --seconds T          size each strided row so QEMU takes about T s (default 1.5, quick 0.3;
+                               0 = use the counts as given); the count stays within 1/4..8x the base
           --dir PATH           scratch folder for images (default /var/tmp/lvstor-bench; must allow O_DIRECT)
           --out PATH           also write the markdown report there (e.g. docs/performance.md)
           --only TEXT          run only rows whose name contains TEXT (repeatable)
@@ -31,6 +33,8 @@ internal sealed record BenchOptions
     public int Count4K { get; init; } = 40000;
 
     public int Count64K { get; init; } = 8192;
+
+    public double TargetSeconds { get; init; } = 1.5;
 
     public string ScratchDir { get; init; } = "/var/tmp/lvstor-bench";
 
@@ -54,6 +58,7 @@ internal sealed record BenchOptions
     {
         var options = new BenchOptions();
         var only = new List<string>();
+        bool secondsGiven = false;
         bool sizeGiven = false, opSizeGiven = false, count4Given = false, count64Given = false;
         for (int i = 0; i < args.Length; i++)
         {
@@ -84,6 +89,10 @@ internal sealed record BenchOptions
                     case "--count-64k":
                         options = options with { Count64K = int.Parse(Next(), CultureInfo.InvariantCulture) };
                         count64Given = true;
+                        break;
+                    case "--seconds":
+                        options = options with { TargetSeconds = double.Parse(Next(), CultureInfo.InvariantCulture) };
+                        secondsGiven = true;
                         break;
                     case "--dir":
                         options = options with { ScratchDir = Next() };
@@ -129,6 +138,7 @@ internal sealed record BenchOptions
                 OperationImageSize = opSizeGiven ? options.OperationImageSize : 256L << 20,
                 Count4K = count4Given ? options.Count4K : 5000,
                 Count64K = count64Given ? options.Count64K : 1000,
+                TargetSeconds = secondsGiven ? options.TargetSeconds : 0.3,
             };
         }
 

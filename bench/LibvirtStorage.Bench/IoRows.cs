@@ -81,10 +81,15 @@ internal sealed class IoRows
 
     private void Run(IoCase c, bool withPeer)
     {
-        IoPattern pattern = PatternFor(c);
         // an empty or overlay image is recreated for every side of every row (cheap), so a read row never
         // sees what an earlier write row left behind; the allocated image is shared and only overwritten
         bool recreate = c.Image != ImageKind.Allocated;
+        IoPattern pattern = PatternFor(c);
+        if (withPeer && _options.TargetSeconds > 0)
+        {
+            pattern = Calibrate(c, pattern, recreate);
+        }
+
         bool qemuFirst = _rowNumber++ % 2 == 0;
         TimeSpan? qemuTime = null;
         TimeSpan ours;
@@ -102,8 +107,25 @@ internal sealed class IoRows
         string section = withPeer ? "I/O (strided, same pattern as qemu-img bench)" : "I/O (random, ours only)";
         _report(ResultRow.FromRun(section, c.Name, pattern, ours, qemuTime) with
         {
-            Note = withPeer ? null : "no qemu-img bench equivalent",
+            Note = withPeer ? $"-c {pattern.Count}" : $"-c {pattern.Count}; qemu-img bench has no random mode",
         });
+    }
+
+    /// <summary>
+    /// Sizes the row so QEMU's side takes about <see cref="BenchOptions.TargetSeconds"/>: a pilot qemu-img bench
+    /// run with an eighth of the base count gives its rate. The count stays between a quarter and eight times
+    /// the base, and allocating writes (fresh or overlay) never exceed the base, so both sides always run the
+    /// same count and a slow allocator cannot turn one row into minutes.
+    /// </summary>
+    private IoPattern Calibrate(IoCase c, IoPattern pattern, bool recreate)
+    {
+        int baseCount = pattern.Count;
+        IoPattern pilot = pattern with { Count = Math.Max(256, baseCount / 8) };
+        double seconds = Math.Max(RunQemu(c, pilot, recreate).TotalSeconds, 1e-4);
+        double wanted = pilot.Count / seconds * _options.TargetSeconds;
+        int max = c.Write && c.Image != ImageKind.Allocated ? baseCount : baseCount * 8;
+        int count = (int)Math.Clamp(wanted, baseCount / 4, max);
+        return pattern with { Count = count };
     }
 
     private TimeSpan RunQemu(IoCase c, IoPattern pattern, bool recreate)

@@ -45,11 +45,11 @@ internal sealed record MachineInfo(int Cores, string Kernel, string Cpu, string 
 /// <summary>Prints rows as they arrive and renders the whole run as markdown (docs/performance.md).</summary>
 internal static class Report
 {
-    private const string ConsoleFormat = "{0,-44} {1,14} {2,14} {3,7}";
+    private const string ConsoleFormat = "{0,-44} {1,14} {2,14} {3,7}  {4}";
 
     public static void PrintHeader(TextWriter output)
     {
-        output.WriteLine(string.Format(CultureInfo.InvariantCulture, ConsoleFormat, "row", "ours", "QEMU", "ratio"));
+        output.WriteLine(string.Format(CultureInfo.InvariantCulture, ConsoleFormat, "row", "ours", "QEMU", "ratio", "note"));
         output.WriteLine(new string('-', 82));
     }
 
@@ -62,7 +62,8 @@ internal static class Report
             row.Name,
             ours,
             row.Qemu is { } q ? Figure(q, row.Unit) : "-",
-            row.Ratio is { } r ? r.ToString("0.00", CultureInfo.InvariantCulture) : "-"));
+            row.Ratio is { } r ? r.ToString("0.00", CultureInfo.InvariantCulture) : "-",
+            row.Ours is null ? string.Empty : row.Note ?? string.Empty));
     }
 
     public static string Figure(double value, Unit unit) => unit switch
@@ -95,7 +96,9 @@ internal static class Report
         Line($"- {machine.QemuVersion}; {machine.Runtime}");
         Line($"- load average at start / end: {machine.LoadAtStart} / {loadAtEnd}");
         Line($"- scratch folder: {options.ScratchDir}; I/O image size {options.ImageSize >> 20} MiB; operation image size {options.OperationImageSize >> 20} MiB");
-        Line($"- requests per row: {options.Count4K} (4 KiB rows), {options.Count64K} (64 KiB rows); qemu-img bench -i {options.QemuAio}");
+        Line($"- base requests per row: {options.Count4K} (4 KiB rows), {options.Count64K} (64 KiB rows), " +
+             (options.TargetSeconds > 0 ? $"calibrated so QEMU takes about {options.TargetSeconds} s (the count is in the note column)" : "not calibrated") +
+             $"; qemu-img bench -i {options.QemuAio}");
         Line();
         foreach (IGrouping<string, ResultRow> section in rows.GroupBy(r => r.Section))
         {
@@ -151,7 +154,8 @@ internal static class Report
     private const string Method = """
         - **Strided I/O rows** mirror `qemu-img bench` exactly: the same image file, the same request size (-s),
           step (-S, equal to the request size), start offset (-o 0), request count (-c) and queue depth (-d), with
-          offsets wrapping at the image size. QEMU's time is the one it prints ("Run completed in X seconds.", first
+          offsets wrapping at the image size. The count is sized per row by a short pilot qemu-img bench run (so QEMU
+          takes about the target time), then both sides run that same count. QEMU's time is the one it prints ("Run completed in X seconds.", first
           submission to last completion, open and close excluded); ours is measured the same way: the image is opened,
           Depth threads are started and parked, the clock runs from releasing them until the last one finishes its
           last request, then the image is closed. Depth N on our side is N threads each issuing one synchronous
