@@ -55,7 +55,7 @@ internal static class Report
 
     public static void PrintRow(TextWriter output, ResultRow row)
     {
-        string ours = row.Ours is { } o ? Figure(o, row.Unit) : row.Note ?? "n/a";
+        string ours = row.Ours is { } o ? Figure(o, row.Unit) : "n/a";
         output.WriteLine(string.Format(
             CultureInfo.InvariantCulture,
             ConsoleFormat,
@@ -63,7 +63,7 @@ internal static class Report
             ours,
             row.Qemu is { } q ? Figure(q, row.Unit) : "-",
             row.Ratio is { } r ? r.ToString("0.00", CultureInfo.InvariantCulture) : "-",
-            row.Ours is null ? string.Empty : row.Note ?? string.Empty));
+            row.Note ?? string.Empty));
     }
 
     public static string Figure(double value, Unit unit) => unit switch
@@ -154,9 +154,10 @@ internal static class Report
     private const string Method = """
         - **Strided I/O rows** mirror `qemu-img bench` exactly: the same image file, the same request size (-s),
           step (-S, equal to the request size), start offset (-o 0), request count (-c) and queue depth (-d), with
-          offsets wrapping at the image size. The count is sized per row by a short pilot qemu-img bench run (so QEMU
-          takes about the target time), then both sides run that same count. QEMU's time is the one it prints ("Run completed in X seconds.", first
-          submission to last completion, open and close excluded); ours is measured the same way: the image is opened,
+          offsets wrapping at the image size. The count is sized per row by a short pilot qemu-img bench run (so
+          QEMU takes about the target time), then both sides run that same count. QEMU's time is the one it prints
+          ("Run completed in X seconds.", first submission to last completion, open and close excluded); ours is
+          measured the same way: the image is opened,
           Depth threads are started and parked, the clock runs from releasing them until the last one finishes its
           last request, then the image is closed. Depth N on our side is N threads each issuing one synchronous
           Read/Write at a time, taking request numbers from one shared counter (so the strided order is kept).
