@@ -18,6 +18,8 @@ internal sealed record IoCase(ImageKind Image, bool Write, int RequestSize, int 
 internal sealed class IoRows
 {
     private const byte WriteFill = 165;
+    private const string StridedSection = "I/O (strided, same pattern as qemu-img bench)";
+    private const string RandomSection = "I/O (random, ours only)";
     private readonly BenchOptions _options;
     private readonly QemuImg _qemu;
     private readonly ScratchImages _images;
@@ -70,12 +72,26 @@ internal sealed class IoRows
     {
         foreach (IoCase c in StridedCases().Where(c => _options.Selects(c.Name)))
         {
-            Run(c, withPeer: true);
+            RunGuarded(c, withPeer: true);
         }
 
         foreach (IoCase c in RandomCases().Where(c => _options.Selects(c.Name)))
         {
-            Run(c, withPeer: false);
+            RunGuarded(c, withPeer: false);
+        }
+    }
+
+    /// <summary>One failing row (either side) is reported as such and the run goes on.</summary>
+    private void RunGuarded(IoCase c, bool withPeer)
+    {
+        try
+        {
+            Run(c, withPeer);
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or ImageException)
+        {
+            string section = withPeer ? StridedSection : RandomSection;
+            _report(new ResultRow(section, c.Name, c.RequestSize < 65536 ? Unit.Iops : Unit.MibPerSecond, null, null, $"failed: {e.Message}"));
         }
     }
 
@@ -104,7 +120,7 @@ internal sealed class IoRows
             qemuTime = RunQemu(c, pattern, recreate);
         }
 
-        string section = withPeer ? "I/O (strided, same pattern as qemu-img bench)" : "I/O (random, ours only)";
+        string section = withPeer ? StridedSection : RandomSection;
         _report(ResultRow.FromRun(section, c.Name, pattern, ours, qemuTime) with
         {
             Note = withPeer ? $"-c {pattern.Count}" : $"-c {pattern.Count}; qemu-img bench has no random mode",

@@ -92,6 +92,18 @@ internal sealed class OperationRows
 
     private void Measure(string name, Action qemu, Action ours, Action before)
     {
+        try
+        {
+            MeasureCore(name, qemu, ours, before);
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or LibvirtStorage.Images.ImageException)
+        {
+            _report(new ResultRow(Section, name, Unit.Seconds, null, null, $"failed: {e.Message}"));
+        }
+    }
+
+    private void MeasureCore(string name, Action qemu, Action ours, Action before)
+    {
         before();
         TimeSpan qemuTime = Time(qemu);
         if (_ours.Unavailable is { } reason)

@@ -57,7 +57,7 @@ internal static class Program
                 Console.WriteLine("## Managed allocation per request (warmed image, one thread)");
                 foreach (AllocationResult a in allocations)
                 {
-                    Console.WriteLine($"{a.Name,-50} {a.ThreadBytesPerRequest,8:0.##} B/request (thread)  {a.ProcessBytesPerRequest,8:0.##} B/request (process)");
+                    Console.WriteLine($"{a.Name,-66} {a.ThreadBytesPerRequest,8:0.##} B/request (thread)  {a.ProcessBytesPerRequest,8:0.##} B/request (process)");
                 }
             }
         }
