@@ -15,7 +15,8 @@ internal sealed record BenchOptions
           --count-64k N        requests per 64 KiB row (default 8192)
           --seconds T          size each strided row so QEMU takes about T s (default 1.5, quick 0.3;
                                0 = use the counts as given); the count stays within 1/4..8x the base
-          --dir PATH           scratch folder for images (default /var/tmp/lvstor-bench; must allow O_DIRECT)
+          --dir PATH           scratch folder for images (default /var/tmp/lvstor-bench-PID, removed
+                               afterwards; must allow O_DIRECT, so not tmpfs)
           --out PATH           also write the markdown report there (e.g. docs/performance.md)
           --only TEXT          run only rows whose name contains TEXT (repeatable)
           --qemu-aio MODE      qemu-img bench -i: threads (default), native or io_uring
@@ -36,7 +37,7 @@ internal sealed record BenchOptions
 
     public double TargetSeconds { get; init; } = 1.5;
 
-    public string ScratchDir { get; init; } = "/var/tmp/lvstor-bench";
+    public string ScratchDir { get; init; } = $"/var/tmp/lvstor-bench-{Environment.ProcessId}";
 
     public string? OutputPath { get; init; }
 

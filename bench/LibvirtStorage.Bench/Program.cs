@@ -67,6 +67,9 @@ internal static class Program
             {
                 File.Delete(file);
             }
+
+            RemoveIfEmpty(Path.Combine(options.ScratchDir, "ops"));
+            RemoveIfEmpty(options.ScratchDir);
         }
 
         if (options.OutputPath is { } output)
@@ -80,5 +83,13 @@ internal static class Program
         }
 
         return 0;
+    }
+
+    private static void RemoveIfEmpty(string directory)
+    {
+        if (Directory.Exists(directory) && !Directory.EnumerateFileSystemEntries(directory).Any())
+        {
+            Directory.Delete(directory);
+        }
     }
 }
