@@ -483,6 +483,7 @@ public sealed partial class Qcow2Image
             return _l2Cache.GetNew(l2Offset);
         }
 
+        CheckMetadataOverlap((long)current, "an L2 table");
         byte[] table = GetL2Locked(current);
         if ((l1Entry & Qcow2Layout.FlagCopied) == 0)
         {

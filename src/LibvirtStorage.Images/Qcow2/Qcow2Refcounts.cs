@@ -128,6 +128,14 @@ internal sealed class Qcow2Refcounts
             run++;
         }
 
+        if (count > 1 && !BlocksExist(start, count))
+        {
+            // a run can span refcount blocks that do not exist yet; placing them inside the run would
+            // break it again on every attempt, so they go right after it
+            CreateBlocksAfterRun(start, count);
+            goto Restart;
+        }
+
         for (long i = 0; i < count; i++)
         {
             if (!EnsureBlock(start + i, clusterIsFree: true))
@@ -161,6 +169,73 @@ internal sealed class Qcow2Refcounts
 
         HighWater = Math.Max(HighWater, start + count);
         return start << _layout.ClusterBits;
+    }
+
+    private bool BlocksExist(long start, long count)
+    {
+        for (long b = start >> _layout.RefblockBits; b <= (start + count - 1) >> _layout.RefblockBits; b++)
+        {
+            if (b >= _table.Length || (_table[b] & Qcow2Layout.RefTableOffsetMask) == 0)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Creates the refcount blocks missing for [start, start+count) and for themselves, placed right after
+    /// the run (the blocks describe each other's clusters), or grows the table first when it is too short.
+    /// </summary>
+    private void CreateBlocksAfterRun(long start, long count)
+    {
+        int bits = _layout.RefblockBits;
+        long placed = 0, end;
+        while (true)
+        {
+            end = start + count + placed;
+            long missing = 0;
+            for (long b = start >> bits; b <= (end - 1) >> bits; b++)
+            {
+                if (b >= _table.Length || (_table[b] & Qcow2Layout.RefTableOffsetMask) == 0)
+                {
+                    missing++;
+                }
+            }
+
+            if (missing == placed)
+            {
+                break;
+            }
+
+            placed = missing;
+        }
+
+        if (((end - 1) >> bits) >= _table.Length)
+        {
+            GrowTable((end - 1) >> bits);
+            return;
+        }
+
+        long next = start + count;
+        for (long b = start >> bits; b <= (end - 1) >> bits; b++)
+        {
+            if ((_table[b] & Qcow2Layout.RefTableOffsetMask) == 0)
+            {
+                _table[b] = (ulong)(next << _layout.ClusterBits);
+                _blocks.GetNew(next << _layout.ClusterBits);
+                next++;
+            }
+        }
+
+        for (long c = start + count; c < end; c++)
+        {
+            SetInExistingBlock(c, 1);
+        }
+
+        _tableDirty = true;
+        HighWater = Math.Max(HighWater, end);
     }
 
     /// <summary>Writes dirty refcount blocks, then the table entries pointing at new ones, syncing after each.</summary>
