@@ -1,8 +1,9 @@
 namespace LibvirtStorage.Bench;
 
 /// <summary>
-/// Our side of the operation rows, behind a seam so the rows can exist before the engine's
-/// LibvirtStorage.Images.Operations API is on main. Every call opens and closes what it needs, so its
+/// Our side of the operation rows, behind a seam (the rows were written before the engine's
+/// LibvirtStorage.Images.Operations API reached main; a stand-in can report "n/a" through
+/// <see cref="Unavailable"/> instead of a number). Every call opens and closes what it needs, so its
 /// wall clock compares with a whole qemu-img process.
 /// </summary>
 internal interface IEngineOperations
@@ -18,16 +19,4 @@ internal interface IEngineOperations
 
     /// <summary>Makes an overlay standalone by copying in its backing data (qemu-img rebase -b ''), with O_DIRECT.</summary>
     void Flatten(string overlayPath);
-}
-
-/// <summary>Stands in while the Operations API is not on main: every row reports n/a, never a number.</summary>
-internal sealed class OperationsNotOnMain : IEngineOperations
-{
-    public string? Unavailable => "n/a (operations not on main yet)";
-
-    public void ConvertRawToQcow2(string sourcePath, string targetPath) => throw new NotSupportedException(Unavailable);
-
-    public void Commit(string overlayPath) => throw new NotSupportedException(Unavailable);
-
-    public void Flatten(string overlayPath) => throw new NotSupportedException(Unavailable);
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using LibvirtStorage.Images;
 
 namespace LibvirtStorage.Bench;
 
@@ -6,7 +7,8 @@ namespace LibvirtStorage.Bench;
 /// The operation section: convert, commit and rebase on images of the operation size, each side on its
 /// own identical inputs made by qemu-img. Both sides are timed by wall clock around the whole job: the
 /// qemu-img process from start to exit, ours from the call to its return (open, copy, flush, close).
-/// Both use O_DIRECT (qemu-img -t none / -T none; ours Direct=true).
+/// Both use O_DIRECT (qemu-img -t none / -T none; ours Direct=true). Afterwards our result is compared
+/// with QEMU's (<c>qemu-img compare</c>): a row whose results differ says so instead of counting as a win.
 /// </summary>
 internal sealed class OperationRows
 {
@@ -29,59 +31,78 @@ internal sealed class OperationRows
         Directory.CreateDirectory(_dir);
     }
 
+    /// <summary>One operation row: how to make its inputs, each side's job, and the file holding the result.</summary>
+    private sealed record OperationCase(string Name, Action Prepare, Action Qemu, Action Ours, string ResultPath, string ResultFormat);
+
     public void RunAll()
     {
         long size = _options.OperationImageSize;
         string sizeText = $"{size >> 20} MiB";
-        string source = Path.Combine(_dir, "source.raw");
-        string target = Path.Combine(_dir, "converted.qcow2");
-        string name = $"convert raw→qcow2 {sizeText} data";
-        if (_options.Selects(name))
+        string source = InDir("source.raw");
+        string converted = InDir("converted.qcow2");
+        string commitBase = InDir("commit-base.raw");
+        string commitTop = InDir("commit-top.qcow2");
+        string rebaseBase = InDir("rebase-base.raw");
+        string rebaseTop = InDir("rebase-top.qcow2");
+        var cases = new[]
         {
-            _images.CreateRawWithData(source, size);
-            Measure(
-                name,
-                () => _qemu.Run(["convert", "-t", "none", "-T", "none", "-f", "raw", "-O", "qcow2", source, target], out _),
-                () => _ours.ConvertRawToQcow2(source, target),
-                before: () => File.Delete(target));
-        }
+            new OperationCase(
+                $"convert raw→qcow2 {sizeText} data",
+                () =>
+                {
+                    if (!File.Exists(source))
+                    {
+                        _images.CreateRawWithData(source, size);
+                    }
 
-        string commitBase = Path.Combine(_dir, "commit-base.raw");
-        string commitTop = Path.Combine(_dir, "commit-top.qcow2");
-        name = $"commit {size >> 22} MiB qcow2 → {sizeText} raw";
-        if (_options.Selects(name))
-        {
-            Measure(
-                name,
+                    File.Delete(converted);
+                },
+                () => _qemu.Run(["convert", "-t", "none", "-T", "none", "-f", "raw", "-O", "qcow2", source, converted], out _),
+                () => _ours.ConvertRawToQcow2(source, converted),
+                converted,
+                "qcow2"),
+            new OperationCase(
+                $"commit {size >> 22} MiB qcow2 → {sizeText} raw",
+                () => MakeChain(commitBase, commitTop, size),
                 () => _qemu.Run(["commit", "-t", "none", "-f", "qcow2", commitTop], out _),
                 () => _ours.Commit(commitTop),
-                before: () => MakeChain(commitBase, commitTop, size));
-        }
-
-        string rebaseBase = Path.Combine(_dir, "rebase-base.raw");
-        string rebaseTop = Path.Combine(_dir, "rebase-top.qcow2");
-        name = $"rebase -b '' (flatten) {sizeText} chain";
-        if (_options.Selects(name))
-        {
-            _images.CreateRawWithData(rebaseBase, size);
-            Measure(
-                name,
-                () => _qemu.Run(["rebase", "-t", "none", "-T", "none", "-f", "qcow2", "-b", "", rebaseTop], out _),
-                () => _ours.Flatten(rebaseTop),
-                before: () =>
+                commitBase,
+                "raw"),
+            new OperationCase(
+                $"rebase -b '' (flatten) {sizeText} chain",
+                () =>
                 {
+                    if (!File.Exists(rebaseBase))
+                    {
+                        _images.CreateRawWithData(rebaseBase, size);
+                    }
+
                     _images.CreateOverlay(rebaseTop, rebaseBase);
                     _images.WriteQuarter(rebaseTop, size);
-                });
-        }
+                },
+                () => _qemu.Run(["rebase", "-t", "none", "-T", "none", "-f", "qcow2", "-b", "", rebaseTop], out _),
+                () => _ours.Flatten(rebaseTop),
+                rebaseTop,
+                "qcow2"),
+        };
 
-        File.Delete(source);
-        File.Delete(target);
-        File.Delete(commitBase);
-        File.Delete(commitTop);
-        File.Delete(rebaseBase);
-        File.Delete(rebaseTop);
+        try
+        {
+            foreach (OperationCase c in cases.Where(c => _options.Selects(c.Name)))
+            {
+                Measure(c);
+            }
+        }
+        finally
+        {
+            foreach (string file in Directory.GetFiles(_dir))
+            {
+                File.Delete(file);
+            }
+        }
     }
+
+    private string InDir(string name) => Path.Combine(_dir, name);
 
     private void MakeChain(string basePath, string topPath, long size)
     {
@@ -90,31 +111,36 @@ internal sealed class OperationRows
         _images.WriteQuarter(topPath, size);
     }
 
-    private void Measure(string name, Action qemu, Action ours, Action before)
+    private void Measure(OperationCase c)
     {
         try
         {
-            MeasureCore(name, qemu, ours, before);
+            _report(MeasureCore(c));
         }
-        catch (Exception e) when (e is InvalidOperationException or IOException or LibvirtStorage.Images.ImageException)
+        catch (Exception e) when (e is InvalidOperationException or IOException or ImageException)
         {
-            _report(new ResultRow(Section, name, Unit.Seconds, null, null, $"failed: {e.Message}"));
+            _report(new ResultRow(Section, c.Name, Unit.Seconds, null, null, $"failed: {e.Message}"));
         }
     }
 
-    private void MeasureCore(string name, Action qemu, Action ours, Action before)
+    private ResultRow MeasureCore(OperationCase c)
     {
-        before();
-        TimeSpan qemuTime = Time(qemu);
+        c.Prepare();
+        TimeSpan qemuTime = Time(c.Qemu);
         if (_ours.Unavailable is { } reason)
         {
-            _report(new ResultRow(Section, name, Unit.Seconds, null, qemuTime.TotalSeconds, reason));
-            return;
+            return new ResultRow(Section, c.Name, Unit.Seconds, null, qemuTime.TotalSeconds, reason);
         }
 
-        before();
-        TimeSpan ourTime = Time(ours);
-        _report(new ResultRow(Section, name, Unit.Seconds, ourTime.TotalSeconds, qemuTime.TotalSeconds));
+        string qemuResult = c.ResultPath + ".qemu";
+        File.Move(c.ResultPath, qemuResult, overwrite: true);
+        c.Prepare();
+        TimeSpan ourTime = Time(c.Ours);
+        string? difference = _qemu.Compare(c.ResultPath, c.ResultFormat, qemuResult, c.ResultFormat);
+        File.Delete(qemuResult);
+        return difference is null
+            ? new ResultRow(Section, c.Name, Unit.Seconds, ourTime.TotalSeconds, qemuTime.TotalSeconds, "result identical to QEMU's (qemu-img compare)")
+            : new ResultRow(Section, c.Name, Unit.Seconds, null, qemuTime.TotalSeconds, $"ours differs from QEMU's result: {difference}");
     }
 
     private static TimeSpan Time(Action action)

@@ -47,7 +47,7 @@ internal static class Program
 
             if (!options.SkipOperations)
             {
-                new OperationRows(options, qemu, images, EngineOperations.Create(), Add).RunAll();
+                new OperationRows(options, qemu, images, new EngineOperations(), Add).RunAll();
             }
 
             if (!options.SkipAllocation)

@@ -67,6 +67,23 @@ internal sealed partial class QemuImg
         return TimeSpan.FromSeconds(double.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture));
     }
 
+    /// <summary>
+    /// <c>qemu-img compare</c> of two images' guest contents (-T none: what each side wrote must be on disk).
+    /// </summary>
+    /// <returns>Null when they are identical, else qemu-img's explanation.</returns>
+    public string? Compare(string first, string firstFormat, string second, string secondFormat)
+    {
+        try
+        {
+            Run(["compare", "-q", "-f", firstFormat, "-F", secondFormat, first, second], out _);
+            return null;
+        }
+        catch (InvalidOperationException e)
+        {
+            return e.Message;
+        }
+    }
+
     private void Remember(IReadOnlyList<string> args)
     {
         string line = "qemu-img " + string.Join(' ', args.Select(ShortenArgument));

@@ -171,7 +171,8 @@ internal static class Report
         - **Random rows** (ours only; qemu-img bench has no random mode) pick uniformly random 4 KiB-aligned offsets.
         - **Operation rows** time the whole job by wall clock: the qemu-img process from start to exit (process
           start-up included, a few ms), ours from the API call to its return (open, copy, flush, close; the .NET
-          runtime is already up). Each side gets its own identical inputs made by qemu-img.
+          runtime is already up). Each side gets its own identical inputs made by qemu-img, and our result is
+          checked against QEMU's with `qemu-img compare` (a row whose results differ shows no figure).
         - The machine is shared (2 cores, other engineers building and testing): figures are noisy; compare ratios,
           and re-run a row with `--only "<row name>"` before drawing conclusions.
         """;
