@@ -139,7 +139,7 @@ internal static class Report
         Line();
         Line("## qemu-img command lines");
         Line();
-        Line("File paths are shortened to their names; all files live in the scratch folder.");
+        Line("File paths are shortened to their names; all files live in the scratch folder. For each row the bench line with the smaller -c is the calibration pilot; the measured one has the -c shown in the table.");
         Line();
         Line("```");
         foreach (string command in commands)
