@@ -17,7 +17,7 @@ test:
 	$(DOTNET) test LibvirtStorage.sln -c $(CONFIG)
 
 bench:
-	$(DOTNET) run -c Release --project bench/LibvirtStorage.Bench
+	$(DOTNET) run -c Release --project bench/LibvirtStorage.Bench -- engine --out docs/performance.md
 
 # The main job until lvstord exists: build a raw/qcow2/qcow2 chain and run every image command on it.
 demo:
