@@ -1,5 +1,3 @@
-using System.Buffers;
-
 namespace LibvirtStorage.Images.Qcow2;
 
 public sealed partial class Qcow2Image
@@ -299,26 +297,34 @@ public sealed partial class Qcow2Image
                 break;
         }
 
-        // A cluster past everything ever written reads as zeroes already: no need to write them out.
-        if ((cowStart == start && cowEnd == end) || surroundIsZero)
+        if (cowStart == start && cowEnd == end)
         {
             _file.Write(data, host + start);
             return;
         }
 
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(_layout.ClusterSize);
+        if (surroundIsZero)
+        {
+            // A cluster past everything ever written reads as zeroes already: reserve it whole (one
+            // fallocate, as QEMU's write-zeroes does), so the writes that fill the rest of it later are
+            // plain overwrites rather than file-extending writes, then write just the data.
+            _file.Allocate(host, _layout.ClusterSize);
+            _file.Write(data, host + start);
+            return;
+        }
+
+        nint rented = _cowBuffers.Rent();
         try
         {
-            Span<byte> span = buffer.AsSpan(cowStart, cowEnd - cowStart);
-            ReadOldContents(clusterStart + cowStart, buffer.AsSpan(cowStart, start - cowStart));
-            ReadOldContents(clusterStart + end, buffer.AsSpan(end, cowEnd - end));
-
-            data.CopyTo(buffer.AsSpan(start));
-            _file.Write(span, host + cowStart);
+            Span<byte> buffer = _cowBuffers.AsSpan(rented);
+            ReadOldContents(clusterStart + cowStart, buffer[cowStart..start]);
+            ReadOldContents(clusterStart + end, buffer[end..cowEnd]);
+            data.CopyTo(buffer[start..]);
+            _file.Write(buffer[cowStart..cowEnd], host + cowStart);
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            _cowBuffers.Return(rented);
         }
     }
 

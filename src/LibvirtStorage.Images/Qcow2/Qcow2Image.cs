@@ -31,6 +31,7 @@ public sealed partial class Qcow2Image : IBlockImage
     private readonly HashSet<long> _allocating = [];
     private readonly List<(long Cluster, long Count)> _deferredFrees = [];
     private readonly bool _dirtyAtOpen;
+    private readonly AlignedBufferPool _cowBuffers;
     private Qcow2Header _header;
     private ulong[] _l1;
     private bool _l1Dirty;
@@ -59,6 +60,7 @@ public sealed partial class Qcow2Image : IBlockImage
         int l2Slots = (int)Math.Clamp(l2Bytes / _layout.ClusterSize, 2, 1 << 16);
         int refSlots = (int)Math.Clamp((options.RefcountCacheBytes ?? (l2Bytes / 4)) / _layout.ClusterSize, 4, 1 << 16);
         _l2Cache = new Qcow2TableCache(file, _layout.ClusterSize, l2Slots);
+        _cowBuffers = new AlignedBufferPool(_layout.ClusterSize);
         _refcounts = new Qcow2Refcounts(file, _layout, refTable, (long)header.RefcountTableOffset, refSlots, CommitRefcountTable)
         {
             OnCorruption = SignalCorruption,
@@ -197,6 +199,7 @@ public sealed partial class Qcow2Image : IBlockImage
             _lock?.Dispose();
             _file.Dispose();
             _backing?.Dispose();
+            _cowBuffers.Dispose();
         }
     }
 
