@@ -303,51 +303,38 @@ public sealed partial class Qcow2Image
 
         private void CountBitmaps(Qcow2Header h)
         {
-            if ((h.AutoclearFeatures & Qcow2Header.AutoclearBitmaps) == 0)
+            Qcow2Bitmaps? bitmaps;
+            try
+            {
+                bitmaps = Qcow2Bitmaps.Read(_image._file, h);
+            }
+            catch (ImageException e)
+            {
+                Corruption(e.Message);
+                return;
+            }
+
+            if (bitmaps is null)
             {
                 return;
             }
 
-            foreach (Qcow2HeaderExtension e in h.Extensions)
+            Add(bitmaps.Offset, bitmaps.Directory.Length, "bitmap directory");
+            foreach (Qcow2BitmapEntry b in bitmaps.Entries)
             {
-                if (e.Type != Qcow2Header.ExtBitmaps || e.Data.Length < 24)
+                if (b.TableOffset == 0 || b.TableSize == 0 || b.TableSize > (8 << 20) || b.TableOffset + ((ulong)b.TableSize * 8) > (ulong)_image._file.Length)
                 {
+                    Corruption($"bitmap '{b.Name}' has an invalid table (offset 0x{b.TableOffset:x}, {b.TableSize} entries)");
                     continue;
                 }
 
-                uint count = BinaryPrimitives.ReadUInt32BigEndian(e.Data);
-                long dirSize = (long)BinaryPrimitives.ReadUInt64BigEndian(e.Data.AsSpan(8));
-                long dirOffset = (long)BinaryPrimitives.ReadUInt64BigEndian(e.Data.AsSpan(16));
-                if (dirSize is <= 0 or > 64 << 20 || dirOffset <= 0 || dirOffset + dirSize > _image._file.Length)
+                Add((long)b.TableOffset, (long)b.TableSize * 8, $"bitmap table of '{b.Name}'");
+                foreach (ulong entry in ReadTable(_image._file, (long)b.TableOffset, (int)b.TableSize))
                 {
-                    Corruption("bitmap directory lies outside the file");
-                    return;
-                }
-
-                Add(dirOffset, dirSize, "bitmap directory");
-                var dir = new byte[dirSize];
-                _image._file.Read(dir, dirOffset);
-                int pos = 0;
-                for (uint b = 0; b < count && pos + 24 <= dir.Length; b++)
-                {
-                    ulong tableOffset = BinaryPrimitives.ReadUInt64BigEndian(dir.AsSpan(pos));
-                    uint tableSize = BinaryPrimitives.ReadUInt32BigEndian(dir.AsSpan(pos + 8));
-                    int nameSize = BinaryPrimitives.ReadUInt16BigEndian(dir.AsSpan(pos + 18));
-                    uint extra = BinaryPrimitives.ReadUInt32BigEndian(dir.AsSpan(pos + 20));
-                    pos += (int)((24 + extra + (uint)nameSize + 7) & ~7u);
-                    if (tableOffset == 0 || tableSize == 0 || tableSize > (8 << 20) || tableOffset + ((ulong)tableSize * 8) > (ulong)_image._file.Length)
+                    ulong data = entry & Qcow2Layout.OffsetMask;
+                    if (data != 0)
                     {
-                        continue;
-                    }
-
-                    Add((long)tableOffset, (long)tableSize * 8, $"bitmap table {b}");
-                    foreach (ulong entry in ReadTable(_image._file, (long)tableOffset, (int)tableSize))
-                    {
-                        ulong data = entry & Qcow2Layout.OffsetMask;
-                        if (data != 0)
-                        {
-                            AddCluster(data, $"bitmap {b} data");
-                        }
+                        AddCluster(data, $"bitmap '{b.Name}' data");
                     }
                 }
             }

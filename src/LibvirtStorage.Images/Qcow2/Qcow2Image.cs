@@ -126,6 +126,9 @@ public sealed partial class Qcow2Image : IBlockImage
 
     internal Qcow2Header Header => _header;
 
+    /// <summary>The persistent-bitmap directory, or null when there is none (for info).</summary>
+    internal Qcow2Bitmaps? ReadBitmaps() => Qcow2Bitmaps.Read(_file, _header);
+
     internal static Qcow2Image Open(string path, ImageOpenOptions options, Func<string, ImageFormat?, IBlockImage>? openBacking)
     {
         ImageFile file = ImageFile.Open(path, !options.ReadOnly, options.Direct);
@@ -266,43 +269,18 @@ public sealed partial class Qcow2Image : IBlockImage
         }
     }
 
-    /// <summary>Sets the in_use flag of every bitmap in the bitmap directory. False when the directory is unusable.</summary>
+    /// <summary>Sets the in_use flag of every bitmap. False when the directory is unusable (then the autoclear bit goes).</summary>
     private bool MarkBitmapsInUse()
     {
-        foreach (Qcow2HeaderExtension e in _header.Extensions)
+        try
         {
-            if (e.Type != Qcow2Header.ExtBitmaps || e.Data.Length < 24)
-            {
-                continue;
-            }
-
-            uint count = BinaryPrimitives.ReadUInt32BigEndian(e.Data);
-            long size = (long)BinaryPrimitives.ReadUInt64BigEndian(e.Data.AsSpan(8));
-            long offset = (long)BinaryPrimitives.ReadUInt64BigEndian(e.Data.AsSpan(16));
-            if (size is <= 0 or > 64 << 20 || offset < _layout.ClusterSize || offset + size > _file.Length)
-            {
-                return false;
-            }
-
-            var directory = new byte[size];
-            _file.Read(directory, offset);
-            int pos = 0;
-            for (uint i = 0; i < count && pos + 24 <= directory.Length; i++)
-            {
-                const uint InUse = 1;
-                uint flags = BinaryPrimitives.ReadUInt32BigEndian(directory.AsSpan(pos + 12));
-                BinaryPrimitives.WriteUInt32BigEndian(directory.AsSpan(pos + 12), flags | InUse);
-                int nameSize = BinaryPrimitives.ReadUInt16BigEndian(directory.AsSpan(pos + 18));
-                uint extra = BinaryPrimitives.ReadUInt32BigEndian(directory.AsSpan(pos + 20));
-                pos += (int)((24 + extra + (uint)nameSize + 7) & ~7u);
-            }
-
-            _file.Write(directory, offset);
-            _file.Sync();
+            Qcow2Bitmaps.Read(_file, _header)?.MarkAllInUse(_file);
             return true;
         }
-
-        return true;
+        catch (ImageException e) when (e.Kind == ErrorKind.InvalidFormat)
+        {
+            return false;
+        }
     }
 
     /// <summary>Writes the header cluster and syncs. Caller holds <c>_meta</c>.</summary>
