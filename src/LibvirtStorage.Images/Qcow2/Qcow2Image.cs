@@ -64,6 +64,7 @@ public sealed partial class Qcow2Image : IBlockImage
         _refcounts = new Qcow2Refcounts(file, _layout, refTable, (long)header.RefcountTableOffset, refSlots, CommitRefcountTable)
         {
             OnCorruption = SignalCorruption,
+            IsMetadata = IsMetadataCluster,
         };
 
         // An L2 entry must never reach the disk before the data it points to and the refcount that owns it.
@@ -362,6 +363,18 @@ public sealed partial class Qcow2Image : IBlockImage
         {
             SignalCorruption(offset, $"{what} at 0x{offset:x} overlaps the header, the L1 table or the refcount table");
         }
+    }
+
+    /// <summary>The header, L1 table, refcount table, snapshot table or a cached L2 table occupies this cluster.</summary>
+    private bool IsMetadataCluster(long cluster)
+    {
+        long offset = cluster << _layout.ClusterBits;
+        int size = _layout.ClusterSize;
+        return cluster == 0
+            || Overlaps(offset, size, (long)_header.L1TableOffset, (long)_header.L1Size * 8)
+            || Overlaps(offset, size, _refcounts.TableOffset, (long)_refcounts.TableClusters * size)
+            || (_header.NbSnapshots > 0 && Overlaps(offset, size, (long)_header.SnapshotsOffset, size))
+            || _l2Cache.Contains(offset);
     }
 
     private static bool Overlaps(long a, long aLength, long b, long bLength) =>

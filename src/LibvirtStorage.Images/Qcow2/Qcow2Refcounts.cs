@@ -50,6 +50,9 @@ internal sealed partial class Qcow2Refcounts
 
     public bool HasDirty => _tableDirty || _blocks.HasDirty;
 
+    /// <summary>True for clusters the image knows hold metadata (never free, whatever the refcounts say).</summary>
+    public Func<long, bool>? IsMetadata { get; set; }
+
     /// <summary>Reports a corruption; the image decides what it means (it never returns).</summary>
     public Action<long?, string>? OnCorruption { get; set; }
 
@@ -123,6 +126,12 @@ internal sealed partial class Qcow2Refcounts
                 start += run + 1;
                 run = 0;
                 continue;
+            }
+
+            if (IsMetadata?.Invoke(start + run) == true)
+            {
+                // a header, table or cached L2 cluster with refcount 0: handing it out would overwrite metadata
+                OnCorruption?.Invoke((start + run) << _layout.ClusterBits, $"cluster {start + run} holds metadata but its refcount is 0");
             }
 
             run++;

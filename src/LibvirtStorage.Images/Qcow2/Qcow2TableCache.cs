@@ -91,6 +91,8 @@ internal sealed class Qcow2TableCache
         return table;
     }
 
+    public bool Contains(long offset) => _index.ContainsKey(offset);
+
     public void MarkDirty(long offset)
     {
         int slot = Find(offset);
