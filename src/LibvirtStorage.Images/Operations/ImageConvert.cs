@@ -122,7 +122,15 @@ public static class ImageConvert
             return !_stopped;
         }
 
-        public long Complete(long bytes) => Interlocked.Add(ref _done, bytes);
+        /// <summary>Counts a finished window and reports progress, in order (reports never go backwards).</summary>
+        public void Complete(long bytes, long size, IProgress<double>? progress)
+        {
+            lock (this)
+            {
+                _done += bytes;
+                progress?.Report((double)_done / size);
+            }
+        }
 
         public void Stop() => _stopped = true;
     }
@@ -174,7 +182,7 @@ public static class ImageConvert
                     }
                 }
 
-                progress?.Report((double)counter.Complete(n) / size);
+                counter.Complete(n, size, progress);
             }
         }
 

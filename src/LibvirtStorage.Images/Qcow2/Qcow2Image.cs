@@ -344,12 +344,13 @@ public sealed partial class Qcow2Image : IBlockImage
     /// </summary>
     private void CheckDataOverlap(long host, long length)
     {
-        if (host < _layout.ClusterSize
-            || Overlaps(host, length, (long)_header.L1TableOffset, (long)_header.L1Size * 8)
-            || Overlaps(host, length, _refcounts.TableOffset, (long)_refcounts.TableClusters * _layout.ClusterSize)
-            || (_header.NbSnapshots > 0 && Overlaps(host, length, (long)_header.SnapshotsOffset, _layout.ClusterSize)))
+        long first = host & ~(long)(_layout.ClusterSize - 1);
+        for (long cluster = first; cluster < host + length; cluster += _layout.ClusterSize)
         {
-            SignalCorruption(host, "a data cluster overlaps the header or a metadata table");
+            if (IsMetadataCluster(cluster >> _layout.ClusterBits) || _refcounts.IsRefcountBlock(cluster))
+            {
+                SignalCorruption(host, $"data at 0x{host:x} would overwrite metadata (the header, a table, an L2 table or a refcount block) in cluster 0x{cluster:x}");
+            }
         }
     }
 
@@ -371,7 +372,7 @@ public sealed partial class Qcow2Image : IBlockImage
         long offset = cluster << _layout.ClusterBits;
         int size = _layout.ClusterSize;
         return cluster == 0
-            || Overlaps(offset, size, (long)_header.L1TableOffset, (long)_header.L1Size * 8)
+            || Overlaps(offset, size, (long)_header.L1TableOffset, _layout.ClustersFor((long)_header.L1Size * 8) * size)
             || Overlaps(offset, size, _refcounts.TableOffset, (long)_refcounts.TableClusters * size)
             || (_header.NbSnapshots > 0 && Overlaps(offset, size, (long)_header.SnapshotsOffset, size))
             || _l2Cache.Contains(offset);

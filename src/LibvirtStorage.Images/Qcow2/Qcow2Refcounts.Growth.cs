@@ -58,6 +58,7 @@ internal sealed partial class Qcow2Refcounts
             if ((_table[b] & Qcow2Layout.RefTableOffsetMask) == 0)
             {
                 _table[b] = (ulong)(next << _layout.ClusterBits);
+                _blockOffsets.Add(next << _layout.ClusterBits);
                 _blocks.GetNew(next << _layout.ClusterBits);
                 next++;
             }
@@ -129,6 +130,7 @@ internal sealed partial class Qcow2Refcounts
             if ((table[b] & Qcow2Layout.RefTableOffsetMask) == 0)
             {
                 table[b] = (ulong)(next << _layout.ClusterBits);
+                _blockOffsets.Add(next << _layout.ClusterBits);
                 _blocks.GetNew(next << _layout.ClusterBits);
                 next++;
             }

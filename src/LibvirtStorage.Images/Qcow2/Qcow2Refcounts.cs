@@ -21,6 +21,7 @@ internal sealed partial class Qcow2Refcounts
     private readonly Func<ulong, uint, bool> _commitTable;
     private ulong[] _table;
     private bool _tableDirty;
+    private readonly HashSet<long> _blockOffsets = [];
     private long _freeHint;
     private long _runHint;
 
@@ -35,6 +36,13 @@ internal sealed partial class Qcow2Refcounts
         _file = file;
         _layout = layout;
         _table = table;
+        foreach (ulong entry in table)
+        {
+            if ((entry & Qcow2Layout.RefTableOffsetMask) != 0)
+            {
+                _blockOffsets.Add((long)(entry & Qcow2Layout.RefTableOffsetMask));
+            }
+        }
         TableOffset = tableOffset;
         _blocks = new Qcow2TableCache(file, layout.ClusterSize, cacheSlots);
         _commitTable = commitTable;
@@ -49,6 +57,9 @@ internal sealed partial class Qcow2Refcounts
     public long HighWater { get; private set; }
 
     public bool HasDirty => _tableDirty || _blocks.HasDirty;
+
+    /// <summary>True when a refcount block lives in the cluster at <paramref name="clusterOffset"/>.</summary>
+    public bool IsRefcountBlock(long clusterOffset) => _blockOffsets.Contains(clusterOffset);
 
     /// <summary>True for clusters the image knows hold metadata (never free, whatever the refcounts say).</summary>
     public Func<long, bool>? IsMetadata { get; set; }
@@ -243,6 +254,7 @@ internal sealed partial class Qcow2Refcounts
 
             _blocks.GetNew(elsewhere);
             _table[block] = (ulong)elsewhere;
+            _blockOffsets.Add(elsewhere);
             _tableDirty = true;
             return true;
         }
@@ -251,6 +263,7 @@ internal sealed partial class Qcow2Refcounts
         byte[] data = _blocks.GetNew(offset);
         WriteRefcount(data, (int)(cluster & ((1L << _layout.RefblockBits) - 1)), 1);
         _table[block] = (ulong)offset;
+        _blockOffsets.Add(offset);
         _tableDirty = true;
         HighWater = Math.Max(HighWater, cluster + 1);
         return false;
