@@ -1,0 +1,189 @@
+using System.Text.Json;
+using LibvirtStorage.Images.Tests.Infrastructure;
+using Xunit;
+
+namespace LibvirtStorage.Images.Tests.Interop;
+
+/// <summary>Resize, reopen, refcount growth, cache eviction and concurrent allocation.</summary>
+public sealed partial class Qcow2WriteInteropTests
+{
+    [Theory]
+    [InlineData(65536)]
+    [InlineData(512)]
+    public void ResizeGrowReadsZeroesInTheNewTail(int clusterSize)
+    {
+        using var dir = new ScratchDirectory("grow");
+        string img = dir.File("img.qcow2");
+        long size = 1L << 20;
+        long grown = clusterSize == 512 ? 64L << 20 : (3L << 20) + 512;
+        ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = clusterSize });
+        var model = new DiskModel(size);
+        using (var s = new EngineSession(img, model))
+        {
+            s.Apply(new WriteOp(size - 5000, 5000, 1));
+            s.Apply(new ResizeOp(grown));
+            Assert.Equal(grown, s.Image.VirtualSize);
+            s.Apply(new WriteOp(grown - 700, 700, 2));
+            s.Apply(new WriteOp(size + 100, 100, 3));
+            s.Apply(new ReopenOp());
+            Assert.Equal(grown, s.Image.VirtualSize);
+        }
+
+        Assert.Equal(grown, QemuVirtualSize(img));
+        VerifyEverywhere(img, "qcow2", model, dir);
+    }
+
+    [Fact]
+    public void ResizeShrinksAnUnusedTail()
+    {
+        using var dir = new ScratchDirectory("shrink");
+        string img = dir.File("img.qcow2");
+        ImageOpener.Create(img, new ImageCreateOptions { Size = 4L << 20, ClusterSize = 65536 });
+        var model = new DiskModel(4L << 20);
+        using (var s = new EngineSession(img, model))
+        {
+            s.Apply(new WriteOp(0, 100_000, 1));
+            s.Apply(new ResizeOp(2L << 20));
+            Assert.Equal(2L << 20, s.Image.VirtualSize);
+        }
+
+        Assert.Equal(2L << 20, QemuVirtualSize(img));
+        VerifyEverywhere(img, "qcow2", model, dir);
+    }
+
+    [Fact]
+    public void ResizeRefusesToShrinkATailHoldingData()
+    {
+        using var dir = new ScratchDirectory("shrink");
+        string img = dir.File("img.qcow2");
+        const long size = 4L << 20;
+        ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = 65536 });
+        var model = new DiskModel(size);
+        using (var s = new EngineSession(img, model))
+        {
+            s.Apply(new WriteOp(size - 70_000, 1000, 1));
+            ImageException e = Assert.ThrowsAny<ImageException>(() => s.Image.Resize(2L << 20));
+            Assert.Equal(ErrorKind.InvalidArgument, e.Kind);
+            Assert.Equal(size, s.Image.VirtualSize);
+        }
+
+        Assert.Equal(size, QemuVirtualSize(img));
+        VerifyEverywhere(img, "qcow2", model, dir);
+    }
+
+    [Theory]
+    [InlineData(4096, 3)]
+    [InlineData(65536, 2)]
+    public void FlushThenReopenKeepsEveryWrite(int clusterSize, int version)
+    {
+        using var dir = new ScratchDirectory("reopen");
+        string img = dir.File("img.qcow2");
+        const long size = 4L << 20;
+        ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = clusterSize, Version = version });
+        var model = new DiskModel(size);
+        using (var s = new EngineSession(img, model))
+        {
+            for (int round = 0; round < 3; round++)
+            {
+                s.Apply(new WriteOp((round * 1_000_000L) + 333, 150_000, (uint)round));
+                s.Apply(new ZeroOp((round * 1_000_000L) + 40_000, 9000, Unmap: round % 2 == 0));
+                s.Apply(new FlushOp());
+                s.Apply(new ReopenOp());
+                model.AssertMatches(ImageAssert.ReadAll(s.Image), 0, $"after reopen {round}");
+            }
+        }
+
+        VerifyEverywhere(img, "qcow2", model, dir);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(64)]
+    public void ManySmallWritesGrowTheRefcountTable(int refcountBits)
+    {
+        using var dir = new ScratchDirectory("refgrow");
+        string img = dir.File("img.qcow2");
+        const long size = 6L << 20;
+        ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = 512, RefcountBits = refcountBits });
+        var model = new DiskModel(size);
+        using (var s = new EngineSession(img, model))
+        {
+            // Every other 512-byte cluster in a scattered order: ~6000 allocations. At 64 bits a refcount
+            // block covers 64 clusters (32 KiB) and a one-cluster table 2 MiB of file, so the table must
+            // grow and move several times; at 1 bit the file needs many refcount blocks.
+            for (long k = 0; k < size / 512; k += 2)
+            {
+                long cluster = (k * 7919) % (size / 512);
+                s.Image.Write(cluster * 512, Pattern.Make((uint)k, cluster * 512, 512));
+                model.Write(cluster * 512, Pattern.Make((uint)k, cluster * 512, 512));
+            }
+
+            s.Apply(new FlushOp());
+        }
+
+        VerifyEverywhere(img, "qcow2", model, dir);
+    }
+
+    [Theory]
+    [InlineData(512)]
+    [InlineData(4096)]
+    [InlineData(65536)]
+    public void TinyL2CacheEvictsWithoutLosingWrites(int clusterSize)
+    {
+        using var dir = new ScratchDirectory("evict");
+        string img = dir.File("img.qcow2");
+        long size = clusterSize == 65536 ? 64L << 20 : 8L << 20;
+        ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = clusterSize });
+        var model = new DiskModel(size);
+        var options = new ImageOpenOptions { L2CacheBytes = clusterSize, RefcountCacheBytes = clusterSize };
+        var rng = new Random(clusterSize);
+        using (var s = new EngineSession(img, model, options))
+        {
+            for (int i = 0; i < 400; i++)
+            {
+                int len = rng.Next(1, 3 * clusterSize);
+                long off = rng.NextInt64(0, size - len);
+                s.Apply(i % 17 == 0 ? new ZeroOp(off, len, Unmap: i % 2 == 0) : new WriteOp(off, len, (uint)i));
+                if (i % 100 == 99)
+                {
+                    s.Apply(new ReopenOp());
+                }
+            }
+        }
+
+        ImageAssert.EngineMatchesModel(img, model, "with a tiny cache", options);
+        VerifyEverywhere(img, "qcow2", model, dir);
+    }
+
+    [Fact]
+    public void ConcurrentAllocatingWritesToDistinctRangesAllLand()
+    {
+        using var dir = new ScratchDirectory("concurrent");
+        string img = dir.File("img.qcow2");
+        const long size = 16L << 20;
+        ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = 4096 });
+        var model = new DiskModel(size);
+        var writes = new List<WriteOp>();
+        for (int i = 0; i < 256; i++)
+        {
+            // 64 KiB slots, each write 1..3 clusters at an unaligned offset inside its own slot.
+            long slot = ((i * 37L) % 256) * 65536;
+            writes.Add(new WriteOp(slot + (i % 7 * 1000), 4096 + (i * 131 % 8000), (uint)i));
+        }
+
+        using (IBlockImage image = ImageOpener.Open(img))
+        {
+            Parallel.ForEach(writes, new ParallelOptions { MaxDegreeOfParallelism = 4 }, w => w.Apply(image));
+            image.Flush();
+        }
+
+        writes.ForEach(w => w.Apply(model));
+        VerifyEverywhere(img, "qcow2", model, dir);
+    }
+
+    private static long QemuVirtualSize(string img)
+    {
+        using JsonDocument info = Qemu.Info(img);
+        return info.RootElement.GetProperty("virtual-size").GetInt64();
+    }
+}
