@@ -32,11 +32,11 @@ public sealed class HeaderFuzzTests(ITestOutputHelper output)
 
         using var dir = new ScratchDirectory("fuzz");
         List<(string Name, byte[] Bytes, int Region)> seeds = MakeSeeds(dir);
-        var failures = new List<string>();
+        var failures = new Dictionary<string, (string First, int Count)>(StringComparer.Ordinal);
         var outcomes = new Dictionary<string, int>();
         var clock = Stopwatch.StartNew();
         int cases = 0;
-        while (clock.Elapsed < TimeSpan.FromSeconds(seconds) && failures.Count < 5)
+        while (clock.Elapsed < TimeSpan.FromSeconds(seconds))
         {
             int caseSeed = (int)(Pattern.Mix((uint)masterSeed, cases) & 0x7fffffff);
             var rng = new Random(caseSeed);
@@ -52,8 +52,18 @@ public sealed class HeaderFuzzTests(ITestOutputHelper output)
             outcomes[key] = outcomes.GetValueOrDefault(key) + 1;
             if (o.Kind is OutcomeKind.OtherException or OutcomeKind.Hang || o.AllocatedBytes >= Guard.AllocationLimit)
             {
-                string kept = Keep(mutant, name, masterSeed, cases);
-                failures.Add($"case {cases} (seed {masterSeed}, {name}, write={write} at {writeAt}): {o}\n  mutant kept at {kept}");
+                // One report per distinct failure (exception type and message), with its first mutant.
+                string signature = o.Kind == OutcomeKind.OtherException ? $"{o.Error!.GetType().Name}: {o.Error.Message}" : o.Kind.ToString();
+                if (failures.TryGetValue(signature, out (string First, int Count) seen))
+                {
+                    failures[signature] = (seen.First, seen.Count + 1);
+                }
+                else
+                {
+                    string kept = Keep(mutant, name, masterSeed, cases);
+                    failures[signature] = ($"case {cases} (seed {masterSeed}, {name}, write={write} at {writeAt}): {o}\n  mutant kept at {kept}", 1);
+                }
+
                 if (o.Kind == OutcomeKind.Hang)
                 {
                     break; // the hung thread still owns the file
@@ -65,7 +75,8 @@ public sealed class HeaderFuzzTests(ITestOutputHelper output)
 
         output.WriteLine($"{cases} mutants in {clock.Elapsed.TotalSeconds:F1} s: " +
             string.Join(", ", outcomes.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key}={p.Value}")));
-        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        Assert.True(failures.Count == 0, $"{failures.Count} distinct failures:\n" +
+            string.Join("\n", failures.Values.Select(f => $"[{f.Count} mutants] {f.First}")));
         Assert.True(cases > 0, "the fuzzer ran no case");
     }
 
