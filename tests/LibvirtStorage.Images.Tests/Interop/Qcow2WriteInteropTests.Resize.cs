@@ -181,6 +181,34 @@ public sealed partial class Qcow2WriteInteropTests
         VerifyEverywhere(img, "qcow2", model, dir);
     }
 
+    [Theory]
+    [InlineData(512, 3)]
+    [InlineData(512, 2)]
+    [InlineData(1024, 3)]
+    public void SmallClusterOverlayRecordsItsBackingFileLikeQemu(int clusterSize, int version)
+    {
+        // qemu-img creates these (it leaves out the optional feature name table when the header
+        // cluster is too small for it); the engine must too.
+        using var dir = new ScratchDirectory("smallbacking");
+        const long size = 1L << 20;
+        var model = new DiskModel(size);
+        model.Write(0, Pattern.Make(8, 0, (int)size));
+        model.SaveRaw(dir.File("base.raw"));
+        string top = dir.File("top.qcow2");
+        ImageOpener.Create(top, new ImageCreateOptions { ClusterSize = clusterSize, Version = version, BackingFile = "base.raw", BackingFormat = ImageFormat.Raw });
+        using (var s = new EngineSession(top, model))
+        {
+            s.Apply(new WriteOp(1000, 3000, 9));
+        }
+
+        using (JsonDocument info = Qemu.Info(top))
+        {
+            Assert.Equal("base.raw", info.RootElement.GetProperty("backing-filename").GetString());
+        }
+
+        VerifyEverywhere(top, "qcow2", model, dir);
+    }
+
     private static long QemuVirtualSize(string img)
     {
         using JsonDocument info = Qemu.Info(img);

@@ -13,10 +13,10 @@ namespace LibvirtStorage.Images.Tests.Properties;
 /// <remarks>The case counts keep the suite near a minute on 2 cores; FsCheck prints a Replay seed on failure.</remarks>
 public sealed class ChainPropertyTests
 {
-    [Property(MaxTest = 25, Arbitrary = [typeof(ChainArbitraries)], QuietOnSuccess = true)]
+    [Property(MaxTest = 60, Arbitrary = [typeof(ChainArbitraries)], QuietOnSuccess = true)]
     public void ChainsAgreeWithTheModel(ChainScenario scenario) => Run(scenario);
 
-    [Property(MaxTest = 20, Arbitrary = [typeof(SingleImageArbitraries)], QuietOnSuccess = true)]
+    [Property(MaxTest = 40, Arbitrary = [typeof(SingleImageArbitraries)], QuietOnSuccess = true)]
     public void LongSequencesOnOneImageAgreeWithTheModel(ChainScenario scenario) => Run(scenario);
 
     private static void Run(ChainScenario scenario)
