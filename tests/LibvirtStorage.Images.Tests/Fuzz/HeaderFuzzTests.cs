@@ -19,7 +19,7 @@ namespace LibvirtStorage.Images.Tests.Fuzz;
 /// </remarks>
 public sealed class HeaderFuzzTests(ITestOutputHelper output)
 {
-    private static readonly TimeSpan PerCaseLimit = TimeSpan.FromSeconds(15);
+    private static readonly TimeSpan PerCaseLimit = TimeSpan.FromSeconds(10);
 
     private static readonly int[] FieldOffsets = [4, 8, 12, 16, 20, 24, 32, 36, 40, 48, 56, 60, 64, 72, 80, 88, 96, 100, 104];
 

@@ -11,7 +11,7 @@ namespace LibvirtStorage.Images.Tests.Hostile;
 /// </summary>
 public sealed class CorruptImageTests
 {
-    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(20);
 
     public static TheoryData<string> Cases => new(HostileImages.All.Keys);
 
