@@ -6,17 +6,7 @@ namespace LibvirtStorage.CrashWriter;
 public sealed record PlannedWrite(int Seq, long Offset, int Length, uint Seed, bool Constant)
 {
     /// <summary>The bytes written: a constant (checkable with qemu-io read -P) or the offset-dependent pattern.</summary>
-    public byte[] Data()
-    {
-        if (!Constant)
-        {
-            return Pattern.Make(Seed, Offset, Length);
-        }
-
-        byte[] b = new byte[Length];
-        b.AsSpan().Fill(Pattern.ConstantFor(Seed));
-        return b;
-    }
+    public byte[] Data() => Pattern.WriteData(Seed, Offset, Length, Constant);
 }
 
 /// <summary>

@@ -171,7 +171,7 @@ public sealed class CrashSafetyTests(ITestOutputHelper output)
         }
 
         string err = stderr.Result;
-        if (err.Contains("ERROR", StringComparison.Ordinal) || (p.ExitCode != 0 && p.ExitCode != 137 && !done && flushes <= sc.KillAfterFlushes))
+        if (err.Contains("ERROR", StringComparison.Ordinal) || err.Contains("Unhandled", StringComparison.Ordinal) || (p.ExitCode != 0 && p.ExitCode != 137 && !done && flushes <= sc.KillAfterFlushes))
         {
             throw new InvalidOperationException($"the writer failed on its own (exit {p.ExitCode}): {err}");
         }

@@ -13,7 +13,20 @@ public sealed class CorruptImageTests
 {
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(20);
 
-    public static TheoryData<string> Cases => new(HostileImages.All.Keys);
+    public static TheoryData<string, bool> Cases
+    {
+        get
+        {
+            var data = new TheoryData<string, bool>();
+            foreach (string name in HostileImages.All.Keys)
+            {
+                data.Add(name, true);
+                data.Add(name, false);
+            }
+
+            return data;
+        }
+    }
 
     /// <summary>Images whose L1/L2 entries point data at metadata, with the bytes a write must never change.</summary>
     public static TheoryData<string, long> OverlapCases => new()
@@ -24,34 +37,23 @@ public sealed class CorruptImageTests
         { "l1-points-at-refcount-table", 0x50000 },
     };
 
+    /// <summary>
+    /// Opening (read-only, or read-write without writing) and reading gives an expected typed error or a
+    /// clean read, and leaves every file as it was (read-write: the corrupt bit may be set, nothing else).
+    /// </summary>
     [Theory]
     [MemberData(nameof(Cases))]
-    public void ReadOnlyOpenGivesATypedErrorOrACleanRead(string name)
+    public void OpenAndReadGivesATypedErrorOrACleanReadAndWritesNothing(string name, bool readOnly)
     {
         using var dir = new ScratchDirectory("hostile");
         HostileCase c = HostileImages.All[name];
         string path = c.Build(dir);
-        Dictionary<string, string> before = HashAll(dir, ignoreCorruptBit: false);
+        Dictionary<string, string> before = HashAll(dir, ignoreCorruptBit: !readOnly);
 
-        Outcome o = Guard.Run(() => Guard.OpenAndRead(path, readOnly: true), Limit);
-
-        AssertAcceptable(name, c, o);
-        Assert.Equal(before, HashAll(dir, ignoreCorruptBit: false));
-    }
-
-    [Theory]
-    [MemberData(nameof(Cases))]
-    public void ReadWriteOpenAndReadNeverWritesTheImage(string name)
-    {
-        using var dir = new ScratchDirectory("hostile");
-        HostileCase c = HostileImages.All[name];
-        string path = c.Build(dir);
-        Dictionary<string, string> before = HashAll(dir, ignoreCorruptBit: true);
-
-        Outcome o = Guard.Run(() => Guard.OpenAndRead(path, readOnly: false), Limit);
+        Outcome o = Guard.Run(() => Guard.OpenAndRead(path, readOnly), Limit);
 
         AssertAcceptable(name, c, o);
-        Assert.Equal(before, HashAll(dir, ignoreCorruptBit: true));
+        Assert.Equal(before, HashAll(dir, ignoreCorruptBit: !readOnly));
     }
 
     [Theory]

@@ -21,17 +21,7 @@ internal abstract record DiskOp
 /// <summary>Writes a constant byte (qemu-io <c>write -P</c>) or the offset-dependent <see cref="Pattern"/> stream.</summary>
 internal sealed record WriteOp(long Offset, int Length, uint Seed, bool Constant = false) : DiskOp
 {
-    public byte[] Data()
-    {
-        if (!Constant)
-        {
-            return Pattern.Make(Seed, Offset, Length);
-        }
-
-        byte[] b = new byte[Length];
-        b.AsSpan().Fill(Pattern.ConstantFor(Seed));
-        return b;
-    }
+    public byte[] Data() => Pattern.WriteData(Seed, Offset, Length, Constant);
 
     public override void Apply(IBlockImage image) => image.Write(Offset, Data());
 

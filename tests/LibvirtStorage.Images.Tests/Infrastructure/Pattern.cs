@@ -31,6 +31,19 @@ internal static class Pattern
         return b;
     }
 
+    /// <summary>The bytes of one test write: a constant fill byte (checkable with qemu-io <c>read -P</c>) or the stream.</summary>
+    public static byte[] WriteData(uint seed, long offset, int length, bool constant)
+    {
+        if (!constant)
+        {
+            return Make(seed, offset, length);
+        }
+
+        byte[] b = new byte[length];
+        b.AsSpan().Fill(ConstantFor(seed));
+        return b;
+    }
+
     /// <summary>A non-zero fill byte for qemu-io's <c>write -P</c>, derived from a seed.</summary>
     public static byte ConstantFor(uint seed) => (byte)(1 + (Mix(seed, 0) % 255));
 

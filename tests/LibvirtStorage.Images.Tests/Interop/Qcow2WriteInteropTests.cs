@@ -132,18 +132,8 @@ public sealed partial class Qcow2WriteInteropTests
     public void WriteZeroesReadsZeroEvenOverBackingData(bool unmap, bool withBacking)
     {
         using var dir = new ScratchDirectory("zero");
-        const long size = 4L << 20;
-        var model = new DiskModel(size);
-        string img = dir.File("top.qcow2");
-        if (withBacking)
-        {
-            MakePatternBase(dir, model, size);
-            ImageOpener.Create(img, new ImageCreateOptions { ClusterSize = 65536, BackingFile = "base.qcow2", BackingFormat = ImageFormat.Qcow2 });
-        }
-        else
-        {
-            ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = 65536 });
-        }
+        var model = new DiskModel(4L << 20);
+        string img = CreateTop(dir, model, 65536, withBacking);
 
         using (var s = new EngineSession(img, model))
         {
@@ -164,18 +154,8 @@ public sealed partial class Qcow2WriteInteropTests
     public void DiscardLeavesNoLeaksAndDefinedDataIntact(bool withBacking)
     {
         using var dir = new ScratchDirectory("discard");
-        const long size = 4L << 20;
-        var model = new DiskModel(size);
-        string img = dir.File("top.qcow2");
-        if (withBacking)
-        {
-            MakePatternBase(dir, model, size);
-            ImageOpener.Create(img, new ImageCreateOptions { ClusterSize = 4096, BackingFile = "base.qcow2", BackingFormat = ImageFormat.Qcow2 });
-        }
-        else
-        {
-            ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = 4096 });
-        }
+        var model = new DiskModel(4L << 20);
+        string img = CreateTop(dir, model, 4096, withBacking);
 
         using (var s = new EngineSession(img, model))
         {
@@ -220,6 +200,23 @@ public sealed partial class Qcow2WriteInteropTests
 
             VerifyEverywhere(img, "qcow2", model, dir);
         }
+    }
+
+    /// <summary>top.qcow2 of the model's size, over a pattern-filled base.qcow2 when <paramref name="withBacking"/>.</summary>
+    private static string CreateTop(ScratchDirectory dir, DiskModel model, int clusterSize, bool withBacking)
+    {
+        string img = dir.File("top.qcow2");
+        if (withBacking)
+        {
+            MakePatternBase(dir, model, model.Size);
+            ImageOpener.Create(img, new ImageCreateOptions { ClusterSize = clusterSize, BackingFile = "base.qcow2", BackingFormat = ImageFormat.Qcow2 });
+        }
+        else
+        {
+            ImageOpener.Create(img, new ImageCreateOptions { Size = model.Size, ClusterSize = clusterSize });
+        }
+
+        return img;
     }
 
     /// <summary>A qcow2 base (made by qemu-img) holding the pattern stream over its whole size; the model gets the same.</summary>
