@@ -28,4 +28,12 @@ internal static class ThrowHelper
     [DoesNotReturn]
     public static void Io(string path, long offset, int errno, string what) =>
         throw new ImageException(ErrorKind.Io, $"{what} failed at offset {offset}: {Native.Libc.StrError(errno)} (errno {errno})", path, offset);
+
+    [DoesNotReturn]
+    public static void Locked(string path, string message) =>
+        throw new ImageException(ErrorKind.Locked, message, path);
+
+    [DoesNotReturn]
+    public static void CorruptCompressed(string what, string message) =>
+        throw new ImageException(ErrorKind.Corrupt, $"compressed cluster cannot be decompressed ({what}): {message}");
 }

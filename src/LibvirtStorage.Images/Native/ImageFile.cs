@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
@@ -9,9 +8,14 @@ namespace LibvirtStorage.Images.Native;
 /// management. Reads past the end of the file return zeroes, as they do for a qcow2 image that has not
 /// yet been extended to a cluster it has allocated.
 /// </summary>
-internal sealed class ImageFile : IDisposable
+internal sealed partial class ImageFile : IDisposable
 {
-    private const int DirectAlignment = 4096;
+    /// <summary>Alignment assumed for O_DIRECT when the kernel cannot tell (statx STATX_DIOALIGN, Linux 6.1+).</summary>
+    private const int FallbackDirectAlignment = 4096;
+
+    private readonly Lock _readModifyWriteLock = new();
+    private readonly Lock _bufferedLock = new();
+    private SafeFileHandle? _buffered;
 
     private ImageFile(string path, SafeFileHandle handle, bool writable, bool direct)
     {
@@ -19,6 +23,7 @@ internal sealed class ImageFile : IDisposable
         Handle = handle;
         Writable = writable;
         Direct = direct;
+        (OffsetAlignment, MemoryAlignment) = direct ? ProbeDirectAlignment(handle) : (1, 1);
     }
 
     public string Path { get; }
@@ -30,6 +35,12 @@ internal sealed class ImageFile : IDisposable
     public bool Direct { get; }
 
     public int Fd => (int)Handle.DangerousGetHandle();
+
+    /// <summary>Alignment O_DIRECT needs for file offsets and lengths (1 without O_DIRECT).</summary>
+    public int OffsetAlignment { get; }
+
+    /// <summary>Alignment O_DIRECT needs for memory buffers (1 without O_DIRECT).</summary>
+    public int MemoryAlignment { get; }
 
     public static ImageFile Open(string path, bool writable, bool direct)
     {
@@ -71,26 +82,13 @@ internal sealed class ImageFile : IDisposable
             return;
         }
 
-        while (!buffer.IsEmpty)
+        try
         {
-            int n;
-            try
-            {
-                n = RandomAccess.Read(Handle, buffer, offset);
-            }
-            catch (IOException e)
-            {
-                throw new ImageException(ErrorKind.Io, $"read of {buffer.Length} bytes at {offset} failed: {e.Message}", Path, offset, e);
-            }
-
-            if (n == 0)
-            {
-                buffer.Clear();
-                return;
-            }
-
-            buffer = buffer[n..];
-            offset += n;
+            ReadFully(buffer, offset);
+        }
+        catch (IOException e)
+        {
+            throw new ImageException(ErrorKind.Io, $"read of {buffer.Length} bytes at {offset} failed: {e.Message}", Path, offset, e);
         }
     }
 
@@ -186,6 +184,9 @@ internal sealed class ImageFile : IDisposable
         WriteZeroesSlow(offset, length);
     }
 
+    /// <summary>Writes real zero bytes over the range (QEMU's preallocation=full), never leaving holes or unwritten extents.</summary>
+    public void FillZeroes(long offset, long length) => WriteZeroesSlow(offset, length);
+
     /// <summary>Next offset at or after <paramref name="offset"/> holding data, or -1 past the last data.</summary>
     public long SeekData(long offset)
     {
@@ -200,93 +201,33 @@ internal sealed class ImageFile : IDisposable
         return r < 0 ? Length : r;
     }
 
-    public void Dispose() => Handle.Dispose();
-
-    private static bool IsAligned(ReadOnlySpan<byte> buffer, long offset)
+    public void Dispose()
     {
-        unsafe
-        {
-            fixed (byte* p = buffer)
-            {
-                return ((ulong)offset | (uint)buffer.Length | (ulong)p) % 512 == 0;
-            }
-        }
+        _buffered?.Dispose();
+        Handle.Dispose();
     }
 
-    private void WriteZeroesSlow(long offset, long length)
+    private unsafe void WriteZeroesSlow(long offset, long length)
     {
-        byte[] zeroes = ArrayPool<byte>.Shared.Rent(1 << 20);
+        const int Chunk = 1 << 20;
+        // An aligned buffer, so O_DIRECT writes of it need no bounce when the range is aligned.
+        void* zeroes = NativeMemory.AlignedAlloc(Chunk, FallbackDirectAlignment);
         try
         {
-            Array.Clear(zeroes);
+            // SAFETY: zeroes is a fresh allocation of Chunk bytes, freed below.
+            var span = new Span<byte>(zeroes, Chunk);
+            span.Clear();
             while (length > 0)
             {
-                int n = (int)Math.Min(length, zeroes.Length);
-                Write(zeroes.AsSpan(0, n), offset);
+                int n = (int)Math.Min(length, Chunk);
+                Write(span[..n], offset);
                 offset += n;
                 length -= n;
             }
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(zeroes);
-        }
-    }
-
-    // O_DIRECT needs sector-aligned offsets, lengths and buffers. Unaligned requests (rare: metadata
-    // entries, sub-sector guest I/O) go through an aligned bounce buffer.
-    private unsafe void ReadBounced(Span<byte> buffer, long offset)
-    {
-        long start = offset & ~(long)(DirectAlignment - 1);
-        long end = (offset + buffer.Length + DirectAlignment - 1) & ~(long)(DirectAlignment - 1);
-        nuint size = (nuint)(end - start);
-        void* bounce = NativeMemory.AlignedAlloc(size, DirectAlignment);
-        try
-        {
-            // SAFETY: bounce is a fresh allocation of exactly size bytes.
-            var span = new Span<byte>(bounce, (int)size);
-            ReadDirect(span, start);
-            span.Slice((int)(offset - start), buffer.Length).CopyTo(buffer);
-        }
-        finally
-        {
-            NativeMemory.AlignedFree(bounce);
-        }
-    }
-
-    private unsafe void WriteBounced(ReadOnlySpan<byte> buffer, long offset)
-    {
-        long start = offset & ~(long)(DirectAlignment - 1);
-        long end = (offset + buffer.Length + DirectAlignment - 1) & ~(long)(DirectAlignment - 1);
-        nuint size = (nuint)(end - start);
-        void* bounce = NativeMemory.AlignedAlloc(size, DirectAlignment);
-        try
-        {
-            // SAFETY: bounce is a fresh allocation of exactly size bytes.
-            var span = new Span<byte>(bounce, (int)size);
-            ReadDirect(span, start);
-            buffer.CopyTo(span[(int)(offset - start)..]);
-            RandomAccess.Write(Handle, span, start);
-        }
-        finally
-        {
-            NativeMemory.AlignedFree(bounce);
-        }
-    }
-
-    private void ReadDirect(Span<byte> span, long offset)
-    {
-        while (!span.IsEmpty)
-        {
-            int n = RandomAccess.Read(Handle, span, offset);
-            if (n == 0)
-            {
-                span.Clear();
-                return;
-            }
-
-            span = span[n..];
-            offset += n;
+            NativeMemory.AlignedFree(zeroes);
         }
     }
 }

@@ -218,9 +218,10 @@ public sealed partial class Qcow2Image : IBlockImage
     }
 
     /// <summary>
-    /// A read-write open repairs a dirty image (lazy refcounts left the refcounts stale) and clears
-    /// autoclear bits: this engine does not maintain persistent bitmaps, so per qcow2.txt it must clear
-    /// the bitmaps bit, which tells QEMU the bitmaps are no longer consistent.
+    /// A read-write open repairs a dirty image (lazy refcounts left the refcounts stale) and handles the
+    /// autoclear bits as qcow2.txt asks of a program that does not maintain what they guard: persistent
+    /// bitmaps are kept (their clusters stay referenced) but flagged in_use, which tells QEMU they may be
+    /// stale; every other autoclear bit is cleared.
     /// </summary>
     private void PrepareForWriting()
     {
@@ -234,14 +235,60 @@ public sealed partial class Qcow2Image : IBlockImage
             }
         }
 
-        if (_header.AutoclearFeatures != 0)
+        ulong autoclear = _header.AutoclearFeatures;
+        if ((autoclear & Qcow2Header.AutoclearBitmaps) != 0 && !MarkBitmapsInUse())
+        {
+            autoclear &= ~Qcow2Header.AutoclearBitmaps;
+        }
+
+        autoclear &= Qcow2Header.AutoclearBitmaps;
+        if (autoclear != _header.AutoclearFeatures)
         {
             lock (_meta)
             {
-                _header = _header with { AutoclearFeatures = 0 };
+                _header = _header with { AutoclearFeatures = autoclear };
                 WriteHeaderLocked();
             }
         }
+    }
+
+    /// <summary>Sets the in_use flag of every bitmap in the bitmap directory. False when the directory is unusable.</summary>
+    private bool MarkBitmapsInUse()
+    {
+        foreach (Qcow2HeaderExtension e in _header.Extensions)
+        {
+            if (e.Type != Qcow2Header.ExtBitmaps || e.Data.Length < 24)
+            {
+                continue;
+            }
+
+            uint count = BinaryPrimitives.ReadUInt32BigEndian(e.Data);
+            long size = (long)BinaryPrimitives.ReadUInt64BigEndian(e.Data.AsSpan(8));
+            long offset = (long)BinaryPrimitives.ReadUInt64BigEndian(e.Data.AsSpan(16));
+            if (size is <= 0 or > 64 << 20 || offset < _layout.ClusterSize || offset + size > _file.Length)
+            {
+                return false;
+            }
+
+            var directory = new byte[size];
+            _file.Read(directory, offset);
+            int pos = 0;
+            for (uint i = 0; i < count && pos + 24 <= directory.Length; i++)
+            {
+                const uint InUse = 1;
+                uint flags = BinaryPrimitives.ReadUInt32BigEndian(directory.AsSpan(pos + 12));
+                BinaryPrimitives.WriteUInt32BigEndian(directory.AsSpan(pos + 12), flags | InUse);
+                int nameSize = BinaryPrimitives.ReadUInt16BigEndian(directory.AsSpan(pos + 18));
+                uint extra = BinaryPrimitives.ReadUInt32BigEndian(directory.AsSpan(pos + 20));
+                pos += (int)((24 + extra + (uint)nameSize + 7) & ~7u);
+            }
+
+            _file.Write(directory, offset);
+            _file.Sync();
+            return true;
+        }
+
+        return true;
     }
 
     /// <summary>Writes the header cluster and syncs. Caller holds <c>_meta</c>.</summary>

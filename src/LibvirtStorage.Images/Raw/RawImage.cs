@@ -2,9 +2,14 @@ using LibvirtStorage.Images.Native;
 
 namespace LibvirtStorage.Images.Raw;
 
-/// <summary>A raw image: the file is the disk. Holes read as zeroes; discard punches holes.</summary>
+/// <summary>
+/// A raw image: the file is the disk. Holes read as zeroes; discard punches holes. Like QEMU, the
+/// virtual size is the file size rounded up to whole 512-byte sectors (the tail reads as zeroes).
+/// </summary>
 internal sealed class RawImage : IBlockImage
 {
+    private const long SectorSize = 512;
+
     private readonly ImageFile _file;
     private readonly IDisposable? _lock;
     private long _size;
@@ -13,7 +18,7 @@ internal sealed class RawImage : IBlockImage
     {
         _file = file;
         _lock = fileLock;
-        _size = file.Length;
+        _size = (file.Length + SectorSize - 1) & ~(SectorSize - 1);
     }
 
     public string Path => _file.Path;
@@ -53,8 +58,7 @@ internal sealed class RawImage : IBlockImage
                 file.Allocate(0, size);
                 break;
             case Preallocation.Full:
-                file.WriteZeroes(0, size, unmap: false);
-                file.Allocate(0, size);
+                file.FillZeroes(0, size);
                 break;
         }
 
