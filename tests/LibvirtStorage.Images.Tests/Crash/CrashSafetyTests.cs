@@ -66,7 +66,7 @@ public sealed class CrashSafetyTests(ITestOutputHelper output)
 
     private string RunOnce(Scenario sc)
     {
-        using var dir = new ScratchDirectory($"crash-{sc.Seed}");
+        using var dir = new TempDir();
         long size = 8L << 20;
         string img = dir.File("img.qcow2");
         var model = new DiskModel(size);

@@ -30,7 +30,7 @@ public sealed class HeaderFuzzTests(ITestOutputHelper output)
         int masterSeed = int.TryParse(Environment.GetEnvironmentVariable("LVSTOR_FUZZ_SEED"), out int m) ? m : Environment.TickCount & 0x7fffffff;
         output.WriteLine($"fuzz seed {masterSeed} (LVSTOR_FUZZ_SEED={masterSeed} replays), budget {seconds} s");
 
-        using var dir = new ScratchDirectory("fuzz");
+        using var dir = new TempDir();
         List<(string Name, byte[] Bytes, int Region)> seeds = MakeSeeds(dir);
         var failures = new Dictionary<string, (string First, int Count)>(StringComparer.Ordinal);
         var outcomes = new Dictionary<string, int>();
@@ -96,7 +96,7 @@ public sealed class HeaderFuzzTests(ITestOutputHelper output)
     }
 
     /// <summary>Seed images with their mutation region: the header and the tables in the first clusters.</summary>
-    private static List<(string, byte[], int)> MakeSeeds(ScratchDirectory dir)
+    private static List<(string, byte[], int)> MakeSeeds(TempDir dir)
     {
         var seeds = new List<(string, byte[], int)>();
         string a = dir.File("seed-v3.qcow2");

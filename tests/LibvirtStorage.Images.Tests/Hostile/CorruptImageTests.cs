@@ -45,7 +45,7 @@ public sealed class CorruptImageTests
     [MemberData(nameof(Cases))]
     public void OpenAndReadGivesATypedErrorOrACleanReadAndWritesNothing(string name, bool readOnly)
     {
-        using var dir = new ScratchDirectory("hostile");
+        using var dir = new TempDir();
         HostileCase c = HostileImages.All[name];
         string path = c.Build(dir);
         Dictionary<string, string> before = HashAll(dir, ignoreCorruptBit: !readOnly);
@@ -60,7 +60,7 @@ public sealed class CorruptImageTests
     [MemberData(nameof(OverlapCases))]
     public void GuestWritesNeverLandOnMetadata(string name, long metadataEnd)
     {
-        using var dir = new ScratchDirectory("overlap");
+        using var dir = new TempDir();
         string path = HostileImages.All[name].Build(dir);
         byte[] metadata = MetadataBytes(path, metadataEnd);
         Exception? afterwards = null;
@@ -96,7 +96,7 @@ public sealed class CorruptImageTests
     [Fact]
     public void AllocatingWriteWithTheHeaderMissingFromRefcountsNeverOverwritesTheHeader()
     {
-        using var dir = new ScratchDirectory("overlap");
+        using var dir = new TempDir();
         string path = HostileImages.All["refcount-table-forgets-header"].Build(dir);
         byte[] header = MetadataBytes(path, 0x10000);
         byte[] l1 = new byte[4096];
@@ -119,7 +119,7 @@ public sealed class CorruptImageTests
     [Fact]
     public void CorruptBitImageReadsReadOnlyAndIsNeverWritten()
     {
-        using var dir = new ScratchDirectory("corruptbit");
+        using var dir = new TempDir();
         string path = HostileImages.Valid(dir);
         SetU64(path, OffIncompatible, U64(path, OffIncompatible) | 2);
         string before = Convert.ToHexString(Hash(path));
@@ -147,7 +147,7 @@ public sealed class CorruptImageTests
     [Fact]
     public void ExternalDataFileIsReadLikeQemuOrRefusedClearly()
     {
-        using var dir = new ScratchDirectory("datafile");
+        using var dir = new TempDir();
         string path = HostileImages.All["external-data-file"].Build(dir);
         byte[] expected = Qemu.ReadAll(path, "qcow2", dir.Path);
         byte[]? actual = null;
@@ -185,7 +185,7 @@ public sealed class CorruptImageTests
         Assert.True(o.AllocatedBytes < Guard.AllocationLimit, $"{name}: allocated {o.AllocatedBytes >> 20} MiB");
     }
 
-    private static Dictionary<string, string> HashAll(ScratchDirectory dir, bool ignoreCorruptBit) =>
+    private static Dictionary<string, string> HashAll(TempDir dir, bool ignoreCorruptBit) =>
         Directory.GetFiles(dir.Path).ToDictionary(
             f => Path.GetFileName(f),
             f => Convert.ToHexString(ignoreCorruptBit ? HashIgnoringCorruptBit(f) : Hash(f)));

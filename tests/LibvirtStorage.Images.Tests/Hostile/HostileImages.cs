@@ -8,7 +8,7 @@ namespace LibvirtStorage.Images.Tests.Hostile;
 /// <paramref name="Errors"/> (an <see cref="ImageException"/> of that kind), or, when
 /// <paramref name="MaySucceed"/>, a clean read (QEMU reads these too, for example as zeroes past the end).
 /// </summary>
-internal sealed record HostileCase(Func<ScratchDirectory, string> Build, ErrorKind[] Errors, bool MaySucceed = false);
+internal sealed record HostileCase(Func<TempDir, string> Build, ErrorKind[] Errors, bool MaySucceed = false);
 
 /// <summary>The catalogue of hostile images, each made by patching a valid qemu-img image.</summary>
 internal static class HostileImages
@@ -20,7 +20,7 @@ internal static class HostileImages
     private static readonly ErrorKind[] BadData = [ErrorKind.Corrupt, ErrorKind.Io, ErrorKind.InvalidFormat];
 
     /// <summary>Guest clusters 0-1 hold 0x5a, cluster 16 holds 0x6b: L1[0], one L2 table, one refcount block.</summary>
-    public static string Valid(ScratchDirectory dir, string name = "img.qcow2", string options = "cluster_size=65536")
+    public static string Valid(TempDir dir, string name = "img.qcow2", string options = "cluster_size=65536")
     {
         string path = dir.File(name);
         Qemu.Create(path, "qcow2", 4L << 20, options);
@@ -92,7 +92,7 @@ internal static class HostileImages
             options: "cluster_size=65536,extended_l2=on"),
     };
 
-    private static string WithBacking(ScratchDirectory dir, Action<string> patch)
+    private static string WithBacking(TempDir dir, Action<string> patch)
     {
         Qemu.Create(dir.File("base.qcow2"), "qcow2", 4L << 20);
         string p = dir.File("top.qcow2");
@@ -102,7 +102,7 @@ internal static class HostileImages
     }
 
     /// <summary>self.qcow2 created over base.qcow2, then the name patched (same length) to self.qcow2.</summary>
-    private static string BackingNamesItself(ScratchDirectory dir)
+    private static string BackingNamesItself(TempDir dir)
     {
         Qemu.Create(dir.File("base.qcow2"), "qcow2", 4L << 20);
         string p = dir.File("self.qcow2");
@@ -112,7 +112,7 @@ internal static class HostileImages
     }
 
     /// <summary>aaaa.qcow2 backed by bbbb.qcow2, which is backed by aaaa.qcow2.</summary>
-    private static string BackingLoop(ScratchDirectory dir)
+    private static string BackingLoop(TempDir dir)
     {
         string a = dir.File("aaaa.qcow2");
         string b = dir.File("bbbb.qcow2");
@@ -124,26 +124,26 @@ internal static class HostileImages
         return a;
     }
 
-    private static string BackingMissing(ScratchDirectory dir) => WithBacking(dir, _ => File.Delete(dir.File("base.qcow2")));
+    private static string BackingMissing(TempDir dir) => WithBacking(dir, _ => File.Delete(dir.File("base.qcow2")));
 
     /// <summary>LUKS key setup costs qemu-img seconds (PBKDF benchmarking), so the image is made once per run.</summary>
     private static readonly Lazy<byte[]> LuksImage = new(() =>
     {
-        using var scratch = new ScratchDirectory("luks");
+        using var scratch = new TempDir();
         string p = scratch.File("luks.qcow2");
         Qemu.Img("create", "-q", "--object", "secret,id=sec0,data=hostile", "-f", "qcow2",
             "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", p, "4M");
         return File.ReadAllBytes(p);
     });
 
-    private static string Luks(ScratchDirectory dir)
+    private static string Luks(TempDir dir)
     {
         string p = dir.File("luks.qcow2");
         File.WriteAllBytes(p, LuksImage.Value);
         return p;
     }
 
-    private static string ExternalDataFile(ScratchDirectory dir)
+    private static string ExternalDataFile(TempDir dir)
     {
         string p = dir.File("img.qcow2");
         Qemu.Create(p, "qcow2", 4L << 20, "data_file=img.data");
@@ -152,7 +152,7 @@ internal static class HostileImages
     }
 
     /// <summary>A compressed image whose first cluster's compressed bytes are garbage, or whose descriptor points past the end.</summary>
-    private static string Compressed(ScratchDirectory dir, bool garbageData)
+    private static string Compressed(TempDir dir, bool garbageData)
     {
         string raw = dir.File("src.raw");
         File.WriteAllBytes(raw, Enumerable.Range(0, 1 << 20).Select(i => (byte)(i / 4096)).ToArray());

@@ -1,15 +1,8 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
 
 namespace LibvirtStorage.Images.Tests.Infrastructure;
-
-/// <summary>What a QEMU tool printed and how it exited.</summary>
-internal sealed record ToolResult(string Tool, IReadOnlyList<string> Arguments, int ExitCode, string Stdout, string Stderr)
-{
-    public string CommandLine => Tool + " " + string.Join(' ', Arguments);
-}
 
 /// <summary>A QEMU tool failed, or did not finish in time.</summary>
 internal sealed class QemuToolException(string message) : Exception(message);
@@ -23,49 +16,21 @@ internal sealed record QemuCheckReport(int ExitCode, long Corruptions, long Leak
 }
 
 /// <summary>
-/// Runs qemu-img and qemu-io (Debian's qemu-utils) with a timeout, capturing their output. Every helper
-/// that is not named Try... throws <see cref="QemuToolException"/> with the command line and stderr
-/// when the tool fails.
+/// qemu-img and qemu-io (Debian's qemu-utils) as test oracles, on top of <see cref="QemuTools"/>: create,
+/// write with qemu-io, check (parsed JSON), convert to raw, compare, info. Each helper throws
+/// <see cref="QemuToolException"/> with the command line and stderr when the tool fails.
 /// </summary>
 internal static class Qemu
 {
-    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(120);
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
 
-    public static ToolResult TryRun(string tool, IEnumerable<string> arguments, TimeSpan? timeout = null)
+    /// <summary>Runs a tool (through <see cref="QemuTools.Run"/>); throws with its command line and stderr on a non-zero exit.</summary>
+    public static ToolResult Run(string tool, IReadOnlyList<string> arguments)
     {
-        var psi = new ProcessStartInfo(tool)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (string a in arguments)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        psi.Environment["LC_ALL"] = "C";
-        using var process = Process.Start(psi) ?? throw new QemuToolException($"cannot start {tool}");
-        process.StandardInput.Close();
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(timeout ?? DefaultTimeout))
-        {
-            process.Kill(entireProcessTree: true);
-            process.WaitForExit();
-            throw new QemuToolException($"{tool} {string.Join(' ', psi.ArgumentList)} did not finish within {(timeout ?? DefaultTimeout).TotalSeconds} s; stderr: {stderr.Result}");
-        }
-
-        return new ToolResult(tool, [.. psi.ArgumentList], process.ExitCode, stdout.Result, stderr.Result);
-    }
-
-    public static ToolResult Run(string tool, IEnumerable<string> arguments, TimeSpan? timeout = null)
-    {
-        ToolResult r = TryRun(tool, arguments, timeout);
+        ToolResult r = QemuTools.Run(tool, arguments, Timeout);
         if (r.ExitCode != 0)
         {
-            throw new QemuToolException($"{r.CommandLine} exited with {r.ExitCode}\nstderr: {r.Stderr}\nstdout: {Tail(r.Stdout)}");
+            throw new QemuToolException($"{CommandLine(tool, arguments)} exited with {r.ExitCode}\nstderr: {r.StandardError}\nstdout: {Tail(r.StandardOutput)}");
         }
 
         return r;
@@ -93,10 +58,10 @@ internal static class Qemu
         }
 
         args.Add(image);
-        ToolResult r = TryRun("qemu-io", args);
-        if (r.ExitCode != 0 || r.Stdout.Contains("failed", StringComparison.Ordinal) || r.Stderr.Length > 0)
+        ToolResult r = QemuTools.Run("qemu-io", args, Timeout);
+        if (r.ExitCode != 0 || r.StandardOutput.Contains("failed", StringComparison.Ordinal) || r.StandardError.Length > 0)
         {
-            throw new QemuToolException($"qemu-io on {image} exited with {r.ExitCode}\nstderr: {r.Stderr}\nfailures: {Failures(r.Stdout)}");
+            throw new QemuToolException($"qemu-io on {image} exited with {r.ExitCode}\nstderr: {r.StandardError}\nfailures: {Failures(r.StandardOutput)}");
         }
 
         return r;
@@ -128,13 +93,13 @@ internal static class Qemu
     /// <summary>qemu-img check --output=json, parsed. Exit codes 0 (clean), 2 (corrupt) and 3 (leaks) are reports, not failures.</summary>
     public static QemuCheckReport Check(string image, string format = "qcow2")
     {
-        ToolResult r = TryRun("qemu-img", ["check", "--output=json", "-f", format, image]);
-        if (r.ExitCode is not (0 or 2 or 3) || r.Stdout.Length == 0)
+        ToolResult r = QemuTools.Run("qemu-img", ["check", "--output=json", "-f", format, image], Timeout);
+        if (r.ExitCode is not (0 or 2 or 3) || r.StandardOutput.Length == 0)
         {
-            throw new QemuToolException($"{r.CommandLine} could not check the image (exit {r.ExitCode})\nstderr: {r.Stderr}\nstdout: {r.Stdout}");
+            throw new QemuToolException($"qemu-img check {image} could not check the image (exit {r.ExitCode})\nstderr: {r.StandardError}\nstdout: {r.StandardOutput}");
         }
 
-        using var doc = JsonDocument.Parse(r.Stdout);
+        using var doc = JsonDocument.Parse(r.StandardOutput);
         JsonElement root = doc.RootElement;
         return new QemuCheckReport(
             r.ExitCode,
@@ -142,7 +107,7 @@ internal static class Qemu
             Field(root, "leaks"),
             Field(root, "check-errors"),
             Field(root, "image-end-offset"),
-            r.Stdout);
+            r.StandardOutput);
 
         static long Field(JsonElement e, string name) => e.TryGetProperty(name, out JsonElement v) ? v.GetInt64() : 0;
     }
@@ -165,19 +130,19 @@ internal static class Qemu
     /// <summary>qemu-img compare: true when both images hold the same guest data.</summary>
     public static bool Compare(string a, string aFormat, string b, string bFormat, out string output)
     {
-        ToolResult r = TryRun("qemu-img", ["compare", "-f", aFormat, "-F", bFormat, a, b]);
+        ToolResult r = QemuTools.Run("qemu-img", ["compare", "-f", aFormat, "-F", bFormat, a, b], Timeout);
         if (r.ExitCode is not (0 or 1))
         {
-            throw new QemuToolException($"{r.CommandLine} failed (exit {r.ExitCode})\nstderr: {r.Stderr}");
+            throw new QemuToolException($"qemu-img compare {a} {b} failed (exit {r.ExitCode})\nstderr: {r.StandardError}");
         }
 
-        output = r.Stdout + r.Stderr;
+        output = r.AllOutput;
         return r.ExitCode == 0;
     }
 
     /// <summary>The JSON of qemu-img info.</summary>
     public static JsonDocument Info(string image) =>
-        JsonDocument.Parse(Img("info", "--output=json", "-U", image).Stdout);
+        JsonDocument.Parse(Img("info", "--output=json", "-U", image).StandardOutput);
 
     private static string Failures(string stdout)
     {
@@ -193,6 +158,8 @@ internal static class Qemu
 
         return n == 0 ? "(none reported)" : sb.Append(CultureInfo.InvariantCulture, $"({n} failure lines)").ToString();
     }
+
+    private static string CommandLine(string tool, IEnumerable<string> arguments) => tool + " " + string.Join(' ', arguments);
 
     private static string Tail(string s) => s.Length <= 2000 ? s : s[^2000..];
 }

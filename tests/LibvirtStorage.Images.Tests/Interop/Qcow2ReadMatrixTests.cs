@@ -37,7 +37,7 @@ public sealed class Qcow2ReadMatrixTests
     public void QemuWrittenImageReadsIdentically(string variantName)
     {
         ImageVariant v = ImageVariant.ByName(variantName);
-        using var dir = new ScratchDirectory("read");
+        using var dir = new TempDir();
         string img = dir.File("img." + v.FormatName);
         long size = v.DefaultSize;
         Qemu.Create(img, v.FormatName, size, v.QemuOptions);
@@ -57,7 +57,7 @@ public sealed class Qcow2ReadMatrixTests
     public void FreshImageReadsAsZeroes(string variantName)
     {
         ImageVariant v = ImageVariant.ByName(variantName);
-        using var dir = new ScratchDirectory("read");
+        using var dir = new TempDir();
         string img = dir.File("img." + v.FormatName);
         Qemu.Create(img, v.FormatName, v.DefaultSize + 4096 + 512, v.QemuOptions);
 
@@ -71,7 +71,7 @@ public sealed class Qcow2ReadMatrixTests
     [MemberData(nameof(Compressed))]
     public void CompressedImageReadsIdentically(string compression, int clusterSize, int version, bool extendedL2)
     {
-        using var dir = new ScratchDirectory("compressed");
+        using var dir = new TempDir();
         long size = Math.Max(4L << 20, 8L * clusterSize);
         string source = dir.File("source.raw");
         var model = new DiskModel(size);
@@ -111,7 +111,7 @@ public sealed class Qcow2ReadMatrixTests
     [MemberData(nameof(Chains))]
     public void ChainOfDepthThreeReadsIdentically(string baseFormat, string baseOptions, string midOptions, string topOptions)
     {
-        using var dir = new ScratchDirectory("chain");
+        using var dir = new TempDir();
         const long size = 4L << 20;
         string basePath = dir.File("base." + baseFormat);
         string mid = dir.File("mid.qcow2");
@@ -147,7 +147,7 @@ public sealed class Qcow2ReadMatrixTests
     [Fact]
     public void OverlayLargerThanItsBackingReadsZeroesPastTheBackingEnd()
     {
-        using var dir = new ScratchDirectory("chain");
+        using var dir = new TempDir();
         string basePath = dir.File("base.qcow2");
         string top = dir.File("top.qcow2");
         Qemu.Create(basePath, "qcow2", 1 << 20, "cluster_size=65536");

@@ -12,7 +12,7 @@ public sealed partial class Qcow2WriteInteropTests
     [InlineData(512)]
     public void ResizeGrowReadsZeroesInTheNewTail(int clusterSize)
     {
-        using var dir = new ScratchDirectory("grow");
+        using var dir = new TempDir();
         string img = dir.File("img.qcow2");
         long size = 1L << 20;
         long grown = clusterSize == 512 ? 64L << 20 : (3L << 20) + 512;
@@ -36,7 +36,7 @@ public sealed partial class Qcow2WriteInteropTests
     [Fact]
     public void ResizeShrinksAnUnusedTail()
     {
-        using var dir = new ScratchDirectory("shrink");
+        using var dir = new TempDir();
         string img = dir.File("img.qcow2");
         ImageOpener.Create(img, new ImageCreateOptions { Size = 4L << 20, ClusterSize = 65536 });
         var model = new DiskModel(4L << 20);
@@ -54,7 +54,7 @@ public sealed partial class Qcow2WriteInteropTests
     [Fact]
     public void ResizeRefusesToShrinkATailHoldingData()
     {
-        using var dir = new ScratchDirectory("shrink");
+        using var dir = new TempDir();
         string img = dir.File("img.qcow2");
         const long size = 4L << 20;
         ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = 65536 });
@@ -76,7 +76,7 @@ public sealed partial class Qcow2WriteInteropTests
     [InlineData(65536, 2)]
     public void FlushThenReopenKeepsEveryWrite(int clusterSize, int version)
     {
-        using var dir = new ScratchDirectory("reopen");
+        using var dir = new TempDir();
         string img = dir.File("img.qcow2");
         const long size = 4L << 20;
         ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = clusterSize, Version = version });
@@ -101,7 +101,7 @@ public sealed partial class Qcow2WriteInteropTests
     [InlineData(64, 6)]
     public void ManySmallWritesGrowTheRefcountTable(int refcountBits, int sizeMiB)
     {
-        using var dir = new ScratchDirectory("refgrow");
+        using var dir = new TempDir();
         string img = dir.File("img.qcow2");
         long size = (long)sizeMiB << 20;
         ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = 512, RefcountBits = refcountBits });
@@ -130,7 +130,7 @@ public sealed partial class Qcow2WriteInteropTests
     [InlineData(65536)]
     public void TinyL2CacheEvictsWithoutLosingWrites(int clusterSize)
     {
-        using var dir = new ScratchDirectory("evict");
+        using var dir = new TempDir();
         string img = dir.File("img.qcow2");
         long size = clusterSize == 65536 ? 64L << 20 : 8L << 20;
         ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = clusterSize });
@@ -158,7 +158,7 @@ public sealed partial class Qcow2WriteInteropTests
     [Fact]
     public void ConcurrentAllocatingWritesToDistinctRangesAllLand()
     {
-        using var dir = new ScratchDirectory("concurrent");
+        using var dir = new TempDir();
         string img = dir.File("img.qcow2");
         const long size = 16L << 20;
         ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = 4096 });
@@ -189,7 +189,7 @@ public sealed partial class Qcow2WriteInteropTests
     {
         // qemu-img creates these (it leaves out the optional feature name table when the header
         // cluster is too small for it); the engine must too.
-        using var dir = new ScratchDirectory("smallbacking");
+        using var dir = new TempDir();
         const long size = 1L << 20;
         var model = new DiskModel(size);
         model.Write(0, Pattern.Make(8, 0, (int)size));

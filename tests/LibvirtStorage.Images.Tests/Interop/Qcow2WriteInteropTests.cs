@@ -1,4 +1,5 @@
 using System.Text.Json;
+using LibvirtStorage.Images.Qcow2;
 using LibvirtStorage.Images.Tests.Infrastructure;
 using Xunit;
 
@@ -20,7 +21,7 @@ public sealed partial class Qcow2WriteInteropTests
     public void EngineCreatedImageHasTheRequestedOptions(string variantName)
     {
         ImageVariant v = ImageVariant.ByName(variantName);
-        using var dir = new ScratchDirectory("create");
+        using var dir = new TempDir();
         string img = dir.File("img." + v.FormatName);
         ImageOpener.Create(img, v.ToCreateOptions(v.DefaultSize));
 
@@ -55,7 +56,7 @@ public sealed partial class Qcow2WriteInteropTests
     public void EngineWrittenImagePassesCheckAndMatchesModel(string variantName)
     {
         ImageVariant v = ImageVariant.ByName(variantName);
-        using var dir = new ScratchDirectory("write");
+        using var dir = new TempDir();
         string img = dir.File("img." + v.FormatName);
         long size = v.DefaultSize;
         ImageOpener.Create(img, v.ToCreateOptions(size));
@@ -77,7 +78,7 @@ public sealed partial class Qcow2WriteInteropTests
     public void PartialClusterWritesOverABackingFileCopyOnWrite(string variantName)
     {
         ImageVariant v = ImageVariant.ByName(variantName);
-        using var dir = new ScratchDirectory("cow");
+        using var dir = new TempDir();
         long size = v.DefaultSize;
         var model = new DiskModel(size);
         string basePath = MakePatternBase(dir, model, size);
@@ -105,7 +106,7 @@ public sealed partial class Qcow2WriteInteropTests
     [Fact]
     public void UnalignedWritesAtRandomOffsetsMatchModel()
     {
-        using var dir = new ScratchDirectory("unaligned");
+        using var dir = new TempDir();
         const long size = 3L << 20;
         string img = dir.File("img.qcow2");
         ImageOpener.Create(img, new ImageCreateOptions { Size = size, ClusterSize = 4096 });
@@ -131,7 +132,7 @@ public sealed partial class Qcow2WriteInteropTests
     [InlineData(true, true)]
     public void WriteZeroesReadsZeroEvenOverBackingData(bool unmap, bool withBacking)
     {
-        using var dir = new ScratchDirectory("zero");
+        using var dir = new TempDir();
         var model = new DiskModel(4L << 20);
         string img = CreateTop(dir, model, 65536, withBacking);
 
@@ -153,7 +154,7 @@ public sealed partial class Qcow2WriteInteropTests
     [InlineData(true)]
     public void DiscardLeavesNoLeaksAndDefinedDataIntact(bool withBacking)
     {
-        using var dir = new ScratchDirectory("discard");
+        using var dir = new TempDir();
         var model = new DiskModel(4L << 20);
         string img = CreateTop(dir, model, 4096, withBacking);
 
@@ -175,7 +176,7 @@ public sealed partial class Qcow2WriteInteropTests
     {
         foreach (CompressionType type in new[] { CompressionType.Zlib, CompressionType.Zstd })
         {
-            using var dir = new ScratchDirectory("wcomp");
+            using var dir = new TempDir();
             const int cs = 65536;
             const long size = 16L * cs;
             string img = dir.File("img.qcow2");
@@ -183,7 +184,7 @@ public sealed partial class Qcow2WriteInteropTests
             var model = new DiskModel(size);
             using (IBlockImage image = ImageOpener.Open(img))
             {
-                var q = (Qcow2.Qcow2Image)image;
+                var q = (Qcow2Image)image;
                 for (int k = 0; k < 8; k++)
                 {
                     byte[] data = new byte[cs];
@@ -203,7 +204,7 @@ public sealed partial class Qcow2WriteInteropTests
     }
 
     /// <summary>top.qcow2 of the model's size, over a pattern-filled base.qcow2 when <paramref name="withBacking"/>.</summary>
-    private static string CreateTop(ScratchDirectory dir, DiskModel model, int clusterSize, bool withBacking)
+    private static string CreateTop(TempDir dir, DiskModel model, int clusterSize, bool withBacking)
     {
         string img = dir.File("top.qcow2");
         if (withBacking)
@@ -220,7 +221,7 @@ public sealed partial class Qcow2WriteInteropTests
     }
 
     /// <summary>A qcow2 base (made by qemu-img) holding the pattern stream over its whole size; the model gets the same.</summary>
-    private static string MakePatternBase(ScratchDirectory dir, DiskModel model, long size)
+    private static string MakePatternBase(TempDir dir, DiskModel model, long size)
     {
         string raw = dir.File("base-src.raw");
         model.Write(0, Pattern.Make(4242, 0, (int)size));
@@ -232,7 +233,7 @@ public sealed partial class Qcow2WriteInteropTests
     }
 
     /// <summary>qemu-img check is clean, QEMU's view and our engine's view both equal the model.</summary>
-    private static void VerifyEverywhere(string img, string format, DiskModel model, ScratchDirectory dir)
+    private static void VerifyEverywhere(string img, string format, DiskModel model, TempDir dir)
     {
         if (format == "qcow2")
         {

@@ -21,7 +21,7 @@ public sealed class ChainPropertyTests
 
     private static void Run(ChainScenario scenario)
     {
-        using var dir = new ScratchDirectory("prop");
+        using var dir = new TempDir();
         var model = new DiskModel(scenario.Size);
         string? below = null;
         ImageFormat belowFormat = ImageFormat.Raw;
