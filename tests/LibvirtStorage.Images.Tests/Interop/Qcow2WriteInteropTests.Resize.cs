@@ -182,6 +182,93 @@ public sealed partial class Qcow2WriteInteropTests
     }
 
     [Theory]
+    [InlineData(65536, false)]
+    [InlineData(65536, true)]
+    [InlineData(4096, false)]
+    public void ConcurrentWritesToDisjointPartsOfOneUnallocatedClusterAllSurvive(int clusterSize, bool withBacking)
+    {
+        // Four threads write disjoint quarters of the same unallocated clusters at once: the first
+        // allocates and copies on write, the others must not allocate again or lose each other's data.
+        using var dir = new TempDir();
+        var model = new DiskModel(4L << 20);
+        string img = CreateTop(dir, model, clusterSize, withBacking);
+        int quarter = clusterSize / 4;
+        var writes = new List<WriteOp>[4];
+        for (int t = 0; t < 4; t++)
+        {
+            writes[t] = [];
+            for (long c = 0; c < 32; c++)
+            {
+                writes[t].Add(new WriteOp((c * clusterSize) + (t * quarter) + 1, quarter - 2, (uint)((t * 100) + c)));
+            }
+        }
+
+        using (IBlockImage image = ImageOpener.Open(img))
+        {
+            using var start = new Barrier(4);
+            Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, t =>
+            {
+                start.SignalAndWait();
+                writes[t].ForEach(w => w.Apply(image));
+            });
+        }
+
+        foreach (List<WriteOp> list in writes)
+        {
+            list.ForEach(w => w.Apply(model));
+        }
+
+        VerifyEverywhere(img, "qcow2", model, dir);
+    }
+
+    [Fact]
+    public async Task ReadsOfAClusterBeingWrittenSeeOldOrNewNeverAMix()
+    {
+        using var dir = new TempDir();
+        const int cs = 65536;
+        var model = new DiskModel(4L << 20);
+        string img = CreateTop(dir, model, cs, withBacking: true);
+        byte[] old = new byte[model.Size];
+        model.Read(0, old);
+        var writes = new List<WriteOp>();
+        for (int c = 0; c < 48; c++)
+        {
+            // whole clusters (allocation) and partial ones (copy-on-write from the backing)
+            writes.Add(c % 2 == 0 ? new WriteOp((long)c * cs, cs, (uint)c) : new WriteOp(((long)c * cs) + 1000, 3000, (uint)c));
+        }
+
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using (IBlockImage image = ImageOpener.Open(img))
+        {
+            using var done = new ManualResetEventSlim();
+            Task[] readers = Enumerable.Range(0, 3).Select(r => Task.Run(() =>
+            {
+                var rng = new Random(r);
+                byte[] buffer = new byte[cs];
+                while (!done.IsSet && failures.IsEmpty)
+                {
+                    WriteOp w = writes[rng.Next(writes.Count)];
+                    long clusterStart = w.Offset / cs * cs;
+                    image.Read(clusterStart, buffer);
+                    byte[] updated = old.AsSpan((int)clusterStart, cs).ToArray();
+                    w.Data().CopyTo(updated, (int)(w.Offset - clusterStart));
+                    if (!buffer.AsSpan().SequenceEqual(old.AsSpan((int)clusterStart, cs)) && !buffer.AsSpan().SequenceEqual(updated))
+                    {
+                        failures.Enqueue($"cluster at 0x{clusterStart:x} read as neither its old nor its new contents while {w} was in flight or done");
+                    }
+                }
+            })).ToArray();
+            writes.ForEach(w => w.Apply(image));
+            done.Set();
+            await Task.WhenAll(readers);
+        }
+
+        Assert.True(failures.IsEmpty, string.Join("\n", failures.Take(5)));
+        writes.ForEach(w => w.Apply(model));
+        VerifyEverywhere(img, "qcow2", model, dir);
+    }
+
+    [Theory]
     [InlineData(512, 3)]
     [InlineData(512, 2)]
     [InlineData(1024, 3)]
