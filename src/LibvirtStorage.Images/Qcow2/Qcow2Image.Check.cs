@@ -13,7 +13,10 @@ public sealed partial class Qcow2Image
     /// qcow2_check_refcounts. Repairs leaks (and, with <see cref="CheckRepair.All"/>, refcounts that are
     /// too low and wrong COPIED flags).
     /// </summary>
-    public ImageCheckResult Check(CheckRepair repair)
+    public ImageCheckResult Check(CheckRepair repair) => Check(repair, out _);
+
+    /// <summary>Check, also counting the errors that are not refcount mismatches (bad offsets, bad bitmaps, overlaps).</summary>
+    internal ImageCheckResult Check(CheckRepair repair, out int structuralErrors)
     {
         if (repair != CheckRepair.None)
         {
@@ -29,6 +32,7 @@ public sealed partial class Qcow2Image
 
             var counter = new ReferenceCounter(this);
             counter.CountAll();
+            structuralErrors = counter.StructuralErrors;
             ImageCheckResult result = counter.Compare(repair);
             if (result.LeaksFixed + result.CorruptionsFixed > 0)
             {
@@ -39,7 +43,7 @@ public sealed partial class Qcow2Image
         }
     }
 
-    /// <summary>The recount behind <see cref="Check"/>. Runs under the image's metadata lock.</summary>
+    /// <summary>The recount behind <see cref="Check(CheckRepair)"/>. Runs under the image's metadata lock.</summary>
     private sealed class ReferenceCounter
     {
         private readonly Qcow2Image _image;
@@ -63,6 +67,9 @@ public sealed partial class Qcow2Image
             _refs = new uint[clusters];
         }
 
+        /// <summary>Errors found while walking the metadata (before refcounts are compared).</summary>
+        public int StructuralErrors { get; private set; }
+
         public void CountAll()
         {
             Qcow2Header h = _image._header;
@@ -82,6 +89,7 @@ public sealed partial class Qcow2Image
             WalkL1(_image._l1, active: true);
             CountSnapshots(h);
             CountBitmaps(h);
+            StructuralErrors = _corruptions;
         }
 
         public ImageCheckResult Compare(CheckRepair repair)

@@ -56,9 +56,121 @@ public sealed partial class Qcow2Image
             return (int)length;
         }
 
+        if (_layout.OffsetInCluster(offset) == 0 && source.Length >= 2 * _layout.ClusterSize)
+        {
+            int written = WriteWholeClusters(offset, source);
+            if (written > 0)
+            {
+                return written;
+            }
+        }
+
         int n = Math.Min(source.Length, _layout.ClusterSize - _layout.OffsetInCluster(offset));
         WriteAllocating(offset, source[..n]);
         return n;
+    }
+
+    /// <summary>
+    /// Large aligned writes: whole clusters need no copy-on-write, so a run of them (within one L2 table)
+    /// gets one contiguous allocation, one data write and one metadata update. Returns 0 when the first
+    /// cluster does not qualify.
+    /// </summary>
+    private int WriteWholeClusters(long offset, ReadOnlySpan<byte> source)
+    {
+        long first = _layout.ClusterIndex(offset);
+        long count;
+        long host;
+        lock (_meta)
+        {
+            CheckWritable();
+            long max = Math.Min(source.Length >> _layout.ClusterBits, _layout.L2Entries - _layout.L2Index(offset));
+            SetDirtyBitLocked();
+            byte[] table = GetL2ForWriteLocked(offset, out _);
+            int index = _layout.L2Index(offset);
+            count = 0;
+            while (count < max && !_allocating.Contains(first + count) && !IsOwnedData(table, index + (int)count))
+            {
+                count++;
+            }
+
+            if (count < 2)
+            {
+                return 0;
+            }
+
+            host = _refcounts.Allocate(count);
+            CheckDataOverlap(host, count << _layout.ClusterBits);
+            for (long i = 0; i < count; i++)
+            {
+                _allocating.Add(first + i);
+            }
+        }
+
+        int length = (int)(count << _layout.ClusterBits);
+        try
+        {
+            _file.Write(source[..length], host);
+        }
+        catch
+        {
+            lock (_meta)
+            {
+                _deferredFrees.Add((host >> _layout.ClusterBits, count));
+                ReleaseAllocating(first, count);
+            }
+
+            throw;
+        }
+
+        lock (_meta)
+        {
+            try
+            {
+                byte[] table = GetL2ForWriteLocked(offset, out long l2Offset);
+                int index = _layout.L2Index(offset);
+                for (int i = 0; i < count; i++)
+                {
+                    int slot = _layout.ExtendedL2 ? (index + i) * 2 : index + i;
+                    ulong old = Qcow2TableCache.ReadEntry(table, slot);
+                    if ((old & (Qcow2Layout.OffsetMask | Qcow2Layout.FlagCompressed)) != 0)
+                    {
+                        DeferFreeEntry(old);
+                    }
+
+                    Qcow2TableCache.WriteEntry(table, slot, (ulong)(host + ((long)i << _layout.ClusterBits)) | Qcow2Layout.FlagCopied);
+                    if (_layout.ExtendedL2)
+                    {
+                        Qcow2TableCache.WriteEntry(table, slot + 1, Qcow2Layout.AllAllocBits);
+                    }
+                }
+
+                _l2Cache.MarkDirty(l2Offset);
+            }
+            finally
+            {
+                ReleaseAllocating(first, count);
+            }
+        }
+
+        return length;
+    }
+
+    private void ReleaseAllocating(long first, long count)
+    {
+        for (long i = 0; i < count; i++)
+        {
+            _allocating.Remove(first + i);
+        }
+
+        Monitor.PulseAll(_meta);
+    }
+
+    /// <summary>True for an uncompressed data cluster this image owns (written in place, never reallocated).</summary>
+    private bool IsOwnedData(byte[] table, int index)
+    {
+        ulong entry = Qcow2TableCache.ReadEntry(table, _layout.ExtendedL2 ? index * 2 : index);
+        return (entry & Qcow2Layout.FlagCompressed) == 0 && (entry & Qcow2Layout.OffsetMask) != 0
+            && (entry & Qcow2Layout.FlagCopied) != 0;
     }
 
     /// <summary>
@@ -239,7 +351,10 @@ public sealed partial class Qcow2Image
         return true;
     }
 
-    /// <summary>Puts the new data, plus what copy-on-write must preserve around it, into the host cluster.</summary>
+    /// <summary>
+    /// Puts the new data, plus what copy-on-write must preserve around it, into the host cluster.
+    /// <paramref name="surroundIsZero"/>: the cluster is new at the end of the file and the guest saw zeroes there.
+    /// </summary>
     private void WriteClusterContents(WritePlan plan, long clusterStart, long host, int start, ReadOnlySpan<byte> data, bool surroundIsZero, ulong bitmap)
     {
         int end = start + data.Length;
@@ -259,7 +374,8 @@ public sealed partial class Qcow2Image
                 break;
         }
 
-        if (cowStart == start && cowEnd == end)
+        // A cluster past everything ever written reads as zeroes already: no need to write them out.
+        if ((cowStart == start && cowEnd == end) || surroundIsZero)
         {
             _file.Write(data, host + start);
             return;
@@ -269,15 +385,8 @@ public sealed partial class Qcow2Image
         try
         {
             Span<byte> span = buffer.AsSpan(cowStart, cowEnd - cowStart);
-            if (surroundIsZero)
-            {
-                span.Clear();
-            }
-            else
-            {
-                ReadOldContents(clusterStart + cowStart, buffer.AsSpan(cowStart, start - cowStart));
-                ReadOldContents(clusterStart + end, buffer.AsSpan(end, cowEnd - end));
-            }
+            ReadOldContents(clusterStart + cowStart, buffer.AsSpan(cowStart, start - cowStart));
+            ReadOldContents(clusterStart + end, buffer.AsSpan(end, cowEnd - end));
 
             data.CopyTo(buffer.AsSpan(start));
             _file.Write(span, host + cowStart);
@@ -374,6 +483,7 @@ public sealed partial class Qcow2Image
             return _l2Cache.GetNew(l2Offset);
         }
 
+        CheckMetadataOverlap((long)current, "an L2 table");
         byte[] table = GetL2Locked(current);
         if ((l1Entry & Qcow2Layout.FlagCopied) == 0)
         {

@@ -227,6 +227,16 @@ public sealed partial class Qcow2Image : IBlockImage
     {
         if (_header.Dirty)
         {
+            // Repair only what lazy refcounts leave behind (stale refcounts); metadata that is broken
+            // in any other way is reported, and the image is not touched.
+            ImageCheckResult found = Check(CheckRepair.None, out int structural);
+            if (structural > 0)
+            {
+                _readOnly = true;
+                _corrupt = true;
+                throw new ImageCorruptException(Path, null, $"the image is dirty and its metadata is damaged beyond stale refcounts ({found.Messages.FirstOrDefault(m => !m.Contains("refcount=", StringComparison.Ordinal))}); open it read-only or repair it with 'qemu-img check -r all'");
+            }
+
             Check(CheckRepair.All);
             lock (_meta)
             {
@@ -357,6 +367,18 @@ public sealed partial class Qcow2Image : IBlockImage
             || (_header.NbSnapshots > 0 && Overlaps(host, length, (long)_header.SnapshotsOffset, _layout.ClusterSize)))
         {
             SignalCorruption(host, "a data cluster overlaps the header or a metadata table");
+        }
+    }
+
+    /// <summary>An L2 table about to be changed must not sit on the header, the L1 table or the refcount table.</summary>
+    private void CheckMetadataOverlap(long offset, string what)
+    {
+        long cluster = _layout.ClusterSize;
+        if (offset < cluster
+            || Overlaps(offset, cluster, (long)_header.L1TableOffset, (long)_header.L1Size * 8)
+            || Overlaps(offset, cluster, _refcounts.TableOffset, (long)_refcounts.TableClusters * cluster))
+        {
+            SignalCorruption(offset, $"{what} at 0x{offset:x} overlaps the header, the L1 table or the refcount table");
         }
     }
 

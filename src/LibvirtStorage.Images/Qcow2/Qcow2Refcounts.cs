@@ -22,6 +22,7 @@ internal sealed class Qcow2Refcounts
     private ulong[] _table;
     private bool _tableDirty;
     private long _freeHint;
+    private long _runHint;
 
     /// <param name="file">The image file.</param>
     /// <param name="layout">Geometry.</param>
@@ -94,9 +95,10 @@ internal sealed class Qcow2Refcounts
         }
 
         Set(cluster, current - 1);
-        if (current == 1 && cluster < _freeHint)
+        if (current == 1)
         {
-            _freeHint = cluster;
+            _freeHint = Math.Min(_freeHint, cluster);
+            _runHint = Math.Min(_runHint, cluster);
         }
     }
 
@@ -104,8 +106,15 @@ internal sealed class Qcow2Refcounts
     /// <returns>The host byte offset of the first.</returns>
     public long Allocate(long count)
     {
-        long start = _freeHint;
     Restart:
+        // keep the hint on the first free cluster so searches do not rescan what is in use
+        while (Get(_freeHint) != 0)
+        {
+            _freeHint++;
+        }
+
+        // runs start at the end of the previous run: small holes before it are for single clusters
+        long start = count > 1 ? Math.Max(_freeHint, _runHint) : _freeHint;
         long run = 0;
         while (run < count)
         {
@@ -143,6 +152,11 @@ internal sealed class Qcow2Refcounts
         if (start == _freeHint)
         {
             _freeHint = start + count;
+        }
+
+        if (count > 1)
+        {
+            _runHint = start + count;
         }
 
         HighWater = Math.Max(HighWater, start + count);
