@@ -136,6 +136,21 @@ public sealed class CrashSafetyTests(ITestOutputHelper output)
         using Process p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start the crash writer");
         Task<string> stderr = p.StandardError.ReadToEndAsync();
 
+        // A writer that never reaches its kill point (an engine hang) is killed here, and the case fails.
+        bool timedOut = false;
+        using var watchdog = new Timer(_ =>
+        {
+            timedOut = true;
+            try
+            {
+                p.Kill();
+            }
+            catch (InvalidOperationException)
+            {
+                // it exited meanwhile
+            }
+        }, null, TimeSpan.FromSeconds(90), Timeout.InfiniteTimeSpan);
+
         int flushed = 0;
         int flushes = 0;
         bool done = false;
@@ -168,6 +183,11 @@ public sealed class CrashSafetyTests(ITestOutputHelper output)
         {
             p.Kill();
             throw new InvalidOperationException("the crash writer did not exit");
+        }
+
+        if (timedOut && !done && flushes <= sc.KillAfterFlushes)
+        {
+            throw new InvalidOperationException($"the writer hung: no {sc.KillAfterFlushes + 1}th flush within 90 s (last flushed {flushed})");
         }
 
         string err = stderr.Result;

@@ -13,19 +13,41 @@ namespace LibvirtStorage.Images.Tests.Properties;
 /// <remarks>The case counts keep the suite near a minute on 2 cores; FsCheck prints a Replay seed on failure.</remarks>
 public sealed class ChainPropertyTests
 {
-    [Property(MaxTest = 60, Arbitrary = [typeof(ChainArbitraries)], QuietOnSuccess = true)]
-    public void ChainsAgreeWithTheModel(ChainScenario scenario) => Run(scenario);
+    [Property(MaxTest = 80, Arbitrary = [typeof(ChainArbitraries)], QuietOnSuccess = true)]
+    public void ChainsAgreeWithTheModel(ChainScenario scenario) => RunGuarded(scenario);
 
-    [Property(MaxTest = 40, Arbitrary = [typeof(SingleImageArbitraries)], QuietOnSuccess = true)]
-    public void LongSequencesOnOneImageAgreeWithTheModel(ChainScenario scenario) => Run(scenario);
+    [Property(MaxTest = 50, Arbitrary = [typeof(SingleImageArbitraries)], QuietOnSuccess = true)]
+    public void LongSequencesOnOneImageAgreeWithTheModel(ChainScenario scenario) => RunGuarded(scenario);
 
-    private static void Run(ChainScenario scenario)
+    /// <summary>Runs a scenario with a generous time limit, so an engine that loops fails the case instead of the run.</summary>
+    private static void RunGuarded(ChainScenario scenario)
+    {
+        var log = new List<string>();
+        var current = new List<DiskOp>();
+        Outcome o = Guard.Run(() => Run(scenario, log, current), TimeSpan.FromSeconds(120));
+        if (o.Kind == OutcomeKind.Hang)
+        {
+            List<DiskOp> ops;
+            lock (current)
+            {
+                ops = [.. current];
+            }
+
+            throw new XunitException($"the scenario did not finish (hang); done:\n{string.Join("\n", log)}\nlayer in progress, last op possibly unfinished:\n  {string.Join("\n  ", ops)}");
+        }
+
+        if (o.Error is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(o.Error).Throw();
+        }
+    }
+
+    private static void Run(ChainScenario scenario, List<string> log, List<DiskOp> current)
     {
         using var dir = new TempDir();
         var model = new DiskModel(scenario.Size);
         string? below = null;
         ImageFormat belowFormat = ImageFormat.Raw;
-        var log = new List<string>();
         for (int i = 0; i < scenario.Layers.Length; i++)
         {
             LayerSpec layer = scenario.Layers[i];
@@ -36,9 +58,20 @@ public sealed class ChainPropertyTests
             {
                 try
                 {
+                    lock (current)
+                    {
+                        current.Clear();
+                    }
+
                     foreach (OpSeed op in layer.Ops)
                     {
-                        session.Apply(layer.Materialize(op, model.Size));
+                        DiskOp placed = layer.Materialize(op, model.Size);
+                        lock (current)
+                        {
+                            current.Add(placed);
+                        }
+
+                        session.Apply(placed);
                     }
                 }
                 finally
