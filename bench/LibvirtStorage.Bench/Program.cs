@@ -1,6 +1,95 @@
 namespace LibvirtStorage.Bench;
 
+/// <summary>
+/// The engine benchmark behind <c>make bench</c>: our image engine against qemu-img on the same files,
+/// printing ours, QEMU and the ratio per row, and optionally writing docs/performance.md.
+/// </summary>
 internal static class Program
 {
-    private static int Main() => 0;
+    private static int Main(string[] args)
+    {
+        BenchOptions? options = BenchOptions.Parse(args);
+        if (options is null)
+        {
+            return args.Contains("--help") || args.Contains("-h") ? 0 : 2;
+        }
+
+        var qemu = new QemuImg();
+        MachineInfo machine = MachineInfo.Collect(QemuImg.Version());
+        Console.WriteLine($"{machine.QemuVersion}; {machine.Runtime}; nproc {machine.Cores}; kernel {machine.Kernel}; load {machine.LoadAtStart}");
+        Console.WriteLine($"scratch {options.ScratchDir}; image {options.ImageSize >> 20} MiB; {options.Count4K} x 4K, {options.Count64K} x 64K requests per row");
+        Console.WriteLine();
+
+        var rows = new List<ResultRow>();
+        string? section = null;
+        void Add(ResultRow row)
+        {
+            if (row.Section != section)
+            {
+                section = row.Section;
+                Console.WriteLine();
+                Console.WriteLine($"## {section}");
+                Report.PrintHeader(Console.Out);
+            }
+
+            rows.Add(row);
+            Report.PrintRow(Console.Out, row);
+        }
+
+        var images = new ScratchImages(qemu, options.ScratchDir, options.ImageSize);
+        IReadOnlyList<AllocationResult> allocations = [];
+        try
+        {
+            if (!options.SkipIo)
+            {
+                new IoRows(options, qemu, images, Add).RunAll();
+            }
+
+            if (!options.SkipOperations)
+            {
+                new OperationRows(options, qemu, images, new EngineOperations(), Add).RunAll();
+            }
+
+            if (!options.SkipAllocation)
+            {
+                allocations = AllocationCheck.Run(images, options.Quick ? 2000 : 20000);
+                Console.WriteLine();
+                Console.WriteLine("## Managed allocation per request (warmed image, one thread)");
+                foreach (AllocationResult a in allocations)
+                {
+                    Console.WriteLine($"{a.Name,-66} {a.ThreadBytesPerRequest,8:0.##} B/request (thread)  {a.ProcessBytesPerRequest,8:0.##} B/request (process)");
+                }
+            }
+        }
+        finally
+        {
+            foreach (string file in new[] { images.FreshPath, images.AllocatedPath, images.BasePath, images.OverlayPath })
+            {
+                File.Delete(file);
+            }
+
+            RemoveIfEmpty(Path.Combine(options.ScratchDir, "ops"));
+            RemoveIfEmpty(options.ScratchDir);
+        }
+
+        if (options.OutputPath is { } output)
+        {
+            string loadAtEnd = MachineInfo.ReadFirstLine("/proc/loadavg");
+            string markdown = Report.Markdown(machine, options, rows, allocations, qemu.CommandLog, loadAtEnd);
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output)) ?? ".");
+            File.WriteAllText(output, markdown);
+            Console.WriteLine();
+            Console.WriteLine($"wrote {output}");
+        }
+
+        return 0;
+    }
+
+    private static void RemoveIfEmpty(string directory)
+    {
+        if (Directory.Exists(directory) && !Directory.EnumerateFileSystemEntries(directory).Any())
+        {
+            Directory.Delete(directory);
+        }
+    }
 }

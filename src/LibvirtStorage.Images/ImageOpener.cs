@@ -92,6 +92,11 @@ public static class ImageOpener
             return RawImage.Open(path, options);
         }
 
+        if (!options.OpenBacking)
+        {
+            return Qcow2Image.Open(path, options, openBacking: null);
+        }
+
         return Qcow2Image.Open(path, options, (backingName, backingFormat) =>
         {
             string backingPath = ResolveBackingPath(path, backingName);

@@ -305,9 +305,16 @@ internal sealed record Qcow2Header
         return name;
     }
 
-    /// <summary>Serialises the header, its extensions and the backing file name into <paramref name="cluster"/> (cleared first).</summary>
+    /// <summary>
+    /// Serialises the header, its extensions and the backing file name into <paramref name="cluster"/>
+    /// (cleared first). Like QEMU, the feature name table (informational only) is left out when it does
+    /// not fit, which happens with 512-byte clusters.
+    /// </summary>
     /// <returns>False when they do not fit in one cluster.</returns>
-    public bool TryWrite(Span<byte> cluster)
+    public bool TryWrite(Span<byte> cluster) =>
+        TryWrite(cluster, withFeatureNames: true) || TryWrite(cluster, withFeatureNames: false);
+
+    private bool TryWrite(Span<byte> cluster, bool withFeatureNames)
     {
         cluster.Clear();
         BinaryPrimitives.WriteUInt32BigEndian(cluster, Magic);
@@ -336,6 +343,11 @@ internal sealed record Qcow2Header
 
         foreach (Qcow2HeaderExtension e in Extensions)
         {
+            if (!withFeatureNames && e.Type == ExtFeatureNames)
+            {
+                continue;
+            }
+
             int padded = (e.Data.Length + 7) & ~7;
             if (pos + 8 + padded + 8 > cluster.Length)
             {

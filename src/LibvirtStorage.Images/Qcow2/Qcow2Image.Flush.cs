@@ -5,6 +5,10 @@ namespace LibvirtStorage.Images.Qcow2;
 public sealed partial class Qcow2Image
 {
     /// <inheritdoc/>
+    /// <remarks>
+    /// The data sync runs outside the metadata lock, so a guest's flush does not stall the other queues;
+    /// the lock is taken only when metadata is dirty (after allocations, discards or resizes).
+    /// </remarks>
     public void Flush()
     {
         if (_readOnly)
@@ -12,8 +16,20 @@ public sealed partial class Qcow2Image
             return;
         }
 
+        _file.Sync();
+        lock (_meta)
+        {
+            if (_readOnly || !HasDirtyMetadataLocked())
+            {
+                return;
+            }
+        }
+
         FlushCore(closing: false);
     }
+
+    private bool HasDirtyMetadataLocked() =>
+        _l1Dirty || _deferredFrees.Count > 0 || _refcounts.HasDirty || _l2Cache.HasDirty;
 
     /// <inheritdoc/>
     public void Resize(long newSize)
@@ -133,20 +149,42 @@ public sealed partial class Qcow2Image
 
     private long _compressedCursor;
 
-    /// <summary>Byte-granular allocation for compressed data: each host cluster it touches gets one reference per user.</summary>
+    /// <summary>
+    /// Byte-granular allocation for compressed data (QEMU's qcow2_alloc_bytes): data is packed after the
+    /// previous compressed cluster, spilling into newly allocated clusters when they directly follow;
+    /// every host cluster it touches gets one more reference.
+    /// </summary>
     private long AllocateCompressedBytesLocked(int size)
     {
         long cursor = _compressedCursor;
-        int room = cursor == 0 ? 0 : _layout.ClusterSize - _layout.OffsetInCluster(cursor);
-        if (cursor != 0 && _layout.OffsetInCluster(cursor) != 0 && size <= room)
+        int inCluster = cursor == 0 ? 0 : _layout.OffsetInCluster(cursor);
+        long cursorCluster = cursor >> _layout.ClusterBits;
+        if (inCluster != 0 && _refcounts.Get(cursorCluster) < _layout.RefcountMax)
         {
-            _refcounts.Increment(cursor >> _layout.ClusterBits);
-            _compressedCursor = cursor + size;
-            return cursor;
+            int room = _layout.ClusterSize - inCluster;
+            if (size <= room)
+            {
+                _refcounts.Increment(cursorCluster);
+                _compressedCursor = cursor + size;
+                return cursor;
+            }
+
+            long more = _layout.ClustersFor(size - room);
+            long next = _refcounts.Allocate(more);
+            if (next == (cursorCluster + 1) << _layout.ClusterBits)
+            {
+                _refcounts.Increment(cursorCluster);
+                _compressedCursor = cursor + size;
+                return cursor;
+            }
+
+            for (long c = 0; c < more; c++)
+            {
+                _refcounts.Decrement((next >> _layout.ClusterBits) + c);
+            }
         }
 
-        long clusters = _layout.ClustersFor(size);
-        long host = _refcounts.Allocate(clusters);
+        long host = _refcounts.Allocate(_layout.ClustersFor(size));
         _compressedCursor = host + size;
         return host;
     }

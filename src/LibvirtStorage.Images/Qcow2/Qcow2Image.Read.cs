@@ -13,6 +13,10 @@ internal enum ClusterKind : byte
     Data,
     /// <summary>A compressed cluster.</summary>
     Compressed,
+    /// <summary>Reads as zeroes, with a host cluster still allocated (QEMU's ZERO_ALLOC).</summary>
+    ZeroAllocated,
+    /// <summary>An unallocated subcluster of an allocated cluster (QEMU's UNALLOCATED_ALLOC).</summary>
+    UnallocatedAllocated,
 }
 
 /// <summary>A run of guest bytes with one kind; for Data, contiguous in the file.</summary>
@@ -47,10 +51,10 @@ public sealed partial class Qcow2Image
                     case ClusterKind.Data:
                         _file.Read(part, run.Host);
                         break;
-                    case ClusterKind.Zero:
+                    case ClusterKind.Zero or ClusterKind.ZeroAllocated:
                         part.Clear();
                         break;
-                    case ClusterKind.Unallocated:
+                    case ClusterKind.Unallocated or ClusterKind.UnallocatedAllocated:
                         ReadBacking(offset, part);
                         break;
                     default:
@@ -69,6 +73,11 @@ public sealed partial class Qcow2Image
     }
 
     /// <inheritdoc/>
+    /// <remarks>
+    /// Reports what QEMU's qcow2_co_block_status reports: host offsets for data and for clusters that stay
+    /// allocated while reading as zeroes or as the backing file, and — for images that look
+    /// metadata-preallocated — holes of the file under data clusters as zeroes.
+    /// </remarks>
     public BlockStatus GetBlockStatus(long offset, long length)
     {
         CheckRange(offset, 0);
@@ -82,21 +91,73 @@ public sealed partial class Qcow2Image
         lock (_meta)
         {
             run = MapLocked(offset, length);
-            if (run.Kind == ClusterKind.Zero && !_layout.ExtendedL2)
+        }
+
+        switch (run.Kind)
+        {
+            case ClusterKind.Data when IsMetadataPreallocated():
+                return DataOverFileHoles(run);
+            case ClusterKind.Data:
+                return new BlockStatus(run.Length, true, false, true, run.Host);
+            case ClusterKind.Zero:
+                return new BlockStatus(run.Length, true, true, false, null);
+            case ClusterKind.ZeroAllocated:
+                return new BlockStatus(run.Length, true, true, false, run.Host);
+            case ClusterKind.Compressed:
+                return new BlockStatus(run.Length, true, false, true, null);
+            case ClusterKind.UnallocatedAllocated:
+                return new BlockStatus(run.Length, false, false, false, run.Host);
+            default:
+                return new BlockStatus(run.Length, false, false, false, null);
+        }
+    }
+
+    /// <summary>A data run split at the file's holes; a hole reads as zeroes (QEMU's BDRV_BLOCK_RECURSE).</summary>
+    private BlockStatus DataOverFileHoles(ClusterRun run)
+    {
+        long data = _file.SeekData(run.Host);
+        if (data < 0 || data >= run.Host + run.Length)
+        {
+            return new BlockStatus(run.Length, true, true, true, run.Host);
+        }
+
+        if (data > run.Host)
+        {
+            return new BlockStatus(data - run.Host, true, true, true, run.Host);
+        }
+
+        long hole = Math.Min(_file.SeekHole(run.Host), run.Host + run.Length);
+        return new BlockStatus(Math.Max(hole - run.Host, 1), true, false, true, run.Host);
+    }
+
+    /// <summary>
+    /// QEMU's qcow2_detect_metadata_preallocation: more clusters carry a refcount than the file has
+    /// blocks allocated (by a margin of 10%, at least 2). Computed once, on first use.
+    /// </summary>
+    private bool IsMetadataPreallocated()
+    {
+        if (_metadataPreallocated is { } known)
+        {
+            return known;
+        }
+
+        long allocatedClusters = Native.FileStat.AllocatedBytes(_file.Path) / _layout.ClusterSize;
+        long threshold = Math.Max(allocatedClusters * 10 / 9, allocatedClusters + 2);
+        long fileClusters = _file.Length / _layout.ClusterSize;
+        bool result = false;
+        lock (_meta)
+        {
+            for (long c = 0; c < fileClusters && !result; c++)
             {
-                // preallocated zero cluster: QEMU reports its host offset
-                ulong host = run.Entry & Qcow2Layout.OffsetMask;
-                return new BlockStatus(run.Length, true, true, false, host != 0 ? (long)host + _layout.OffsetInCluster(offset) : null);
+                if (_refcounts.Get(c) > 0 && --threshold == 0)
+                {
+                    result = true;
+                }
             }
         }
 
-        return run.Kind switch
-        {
-            ClusterKind.Data => new BlockStatus(run.Length, true, false, true, run.Host),
-            ClusterKind.Zero => new BlockStatus(run.Length, true, true, false, null),
-            ClusterKind.Compressed => new BlockStatus(run.Length, true, false, true, null),
-            _ => new BlockStatus(run.Length, false, false, false, null),
-        };
+        _metadataPreallocated = result;
+        return result;
     }
 
     /// <summary>
@@ -124,10 +185,11 @@ public sealed partial class Qcow2Image
             return new ClusterRun(kind, Math.Min(clusterEnd, limit) - offset, 0, entry);
         }
 
+        bool hasHost = kind is ClusterKind.Data or ClusterKind.ZeroAllocated or ClusterKind.UnallocatedAllocated;
         while (pos < limit)
         {
             ClusterKind next = Classify(table, pos, out long nextHost, out _);
-            if (next != kind || (kind == ClusterKind.Data && nextHost != host + (pos - offset)))
+            if (next != kind || (hasHost && nextHost != host + (pos - offset)))
             {
                 break;
             }
@@ -155,7 +217,13 @@ public sealed partial class Qcow2Image
             ulong off = entry & Qcow2Layout.OffsetMask;
             if ((entry & Qcow2Layout.FlagZero) != 0 && _layout.Version >= 3)
             {
-                return ClusterKind.Zero;
+                if (off == 0)
+                {
+                    return ClusterKind.Zero;
+                }
+
+                host = CheckDataOffset(off, offset) + _layout.OffsetInCluster(offset);
+                return ClusterKind.ZeroAllocated;
             }
 
             if (off == 0)
@@ -177,29 +245,24 @@ public sealed partial class Qcow2Image
         int sub = (int)((offset >> _layout.SubclusterBits) & (Qcow2Layout.Subclusters - 1));
         bool allocated = ((bitmap >> sub) & 1) != 0;
         bool zero = ((bitmap >> (32 + sub)) & 1) != 0;
-        if (zero)
+        ulong clusterOffset = entry & Qcow2Layout.OffsetMask;
+        if (zero && allocated)
+        {
+            SignalCorruption(null, $"subcluster {sub} of guest offset 0x{offset:x} is both allocated and zero");
+        }
+
+        if (clusterOffset == 0)
         {
             if (allocated)
             {
-                SignalCorruption(null, $"subcluster {sub} of guest offset 0x{offset:x} is both allocated and zero");
+                SignalCorruption(null, $"subcluster {sub} of guest offset 0x{offset:x} is allocated in an unallocated cluster");
             }
 
-            return ClusterKind.Zero;
-        }
-
-        if (!allocated)
-        {
-            return ClusterKind.Unallocated;
-        }
-
-        ulong clusterOffset = entry & Qcow2Layout.OffsetMask;
-        if (clusterOffset == 0)
-        {
-            SignalCorruption(null, $"subcluster {sub} of guest offset 0x{offset:x} is allocated in an unallocated cluster");
+            return zero ? ClusterKind.Zero : ClusterKind.Unallocated;
         }
 
         host = CheckDataOffset(clusterOffset, offset) + _layout.OffsetInCluster(offset);
-        return ClusterKind.Data;
+        return zero ? ClusterKind.ZeroAllocated : allocated ? ClusterKind.Data : ClusterKind.UnallocatedAllocated;
     }
 
     private long CheckDataOffset(ulong host, long guest)
@@ -215,8 +278,9 @@ public sealed partial class Qcow2Image
     /// <summary>An L2 table from the cache, validated before it is loaded. Caller holds <c>_meta</c>.</summary>
     private byte[] GetL2Locked(ulong offset)
     {
+        // HighWater starts at the file's length and grows with every allocation: no fstat per request
         if (!_layout.IsClusterAligned(offset) || offset < (ulong)_layout.ClusterSize
-            || offset >= (ulong)Math.Max(_file.Length, _refcounts.HighWater << _layout.ClusterBits))
+            || offset >= (ulong)(_refcounts.HighWater << _layout.ClusterBits))
         {
             SignalCorruption((long)Math.Min(offset, long.MaxValue), $"L2 table offset 0x{offset:x} is unaligned, inside the header or past the end of the file");
         }

@@ -13,6 +13,8 @@ public sealed partial class Qcow2Image
         NewPartial,
         /// <summary>A new host cluster replacing a shared or compressed one: copy the whole cluster.</summary>
         NewFull,
+        /// <summary>The cluster became ours while this write waited: a plain overwrite, no claim needed.</summary>
+        Overwrite,
     }
 
     /// <inheritdoc/>
@@ -68,109 +70,6 @@ public sealed partial class Qcow2Image
         int n = Math.Min(source.Length, _layout.ClusterSize - _layout.OffsetInCluster(offset));
         WriteAllocating(offset, source[..n]);
         return n;
-    }
-
-    /// <summary>
-    /// Large aligned writes: whole clusters need no copy-on-write, so a run of them (within one L2 table)
-    /// gets one contiguous allocation, one data write and one metadata update. Returns 0 when the first
-    /// cluster does not qualify.
-    /// </summary>
-    private int WriteWholeClusters(long offset, ReadOnlySpan<byte> source)
-    {
-        long first = _layout.ClusterIndex(offset);
-        long count;
-        long host;
-        lock (_meta)
-        {
-            CheckWritable();
-            long max = Math.Min(source.Length >> _layout.ClusterBits, _layout.L2Entries - _layout.L2Index(offset));
-            SetDirtyBitLocked();
-            byte[] table = GetL2ForWriteLocked(offset, out _);
-            int index = _layout.L2Index(offset);
-            count = 0;
-            while (count < max && !_allocating.Contains(first + count) && !IsOwnedData(table, index + (int)count))
-            {
-                count++;
-            }
-
-            if (count < 2)
-            {
-                return 0;
-            }
-
-            host = _refcounts.Allocate(count);
-            CheckDataOverlap(host, count << _layout.ClusterBits);
-            for (long i = 0; i < count; i++)
-            {
-                _allocating.Add(first + i);
-            }
-        }
-
-        int length = (int)(count << _layout.ClusterBits);
-        try
-        {
-            _file.Write(source[..length], host);
-        }
-        catch
-        {
-            lock (_meta)
-            {
-                _deferredFrees.Add((host >> _layout.ClusterBits, count));
-                ReleaseAllocating(first, count);
-            }
-
-            throw;
-        }
-
-        lock (_meta)
-        {
-            try
-            {
-                byte[] table = GetL2ForWriteLocked(offset, out long l2Offset);
-                int index = _layout.L2Index(offset);
-                for (int i = 0; i < count; i++)
-                {
-                    int slot = _layout.ExtendedL2 ? (index + i) * 2 : index + i;
-                    ulong old = Qcow2TableCache.ReadEntry(table, slot);
-                    if ((old & (Qcow2Layout.OffsetMask | Qcow2Layout.FlagCompressed)) != 0)
-                    {
-                        DeferFreeEntry(old);
-                    }
-
-                    Qcow2TableCache.WriteEntry(table, slot, (ulong)(host + ((long)i << _layout.ClusterBits)) | Qcow2Layout.FlagCopied);
-                    if (_layout.ExtendedL2)
-                    {
-                        Qcow2TableCache.WriteEntry(table, slot + 1, Qcow2Layout.AllAllocBits);
-                    }
-                }
-
-                _l2Cache.MarkDirty(l2Offset);
-            }
-            finally
-            {
-                ReleaseAllocating(first, count);
-            }
-        }
-
-        return length;
-    }
-
-    private void ReleaseAllocating(long first, long count)
-    {
-        for (long i = 0; i < count; i++)
-        {
-            _allocating.Remove(first + i);
-        }
-
-        Monitor.PulseAll(_meta);
-    }
-
-    /// <summary>True for an uncompressed data cluster this image owns (written in place, never reallocated).</summary>
-    private bool IsOwnedData(byte[] table, int index)
-    {
-        ulong entry = Qcow2TableCache.ReadEntry(table, _layout.ExtendedL2 ? index * 2 : index);
-        return (entry & Qcow2Layout.FlagCompressed) == 0 && (entry & Qcow2Layout.OffsetMask) != 0
-            && (entry & Qcow2Layout.FlagCopied) != 0;
     }
 
     /// <summary>
@@ -256,7 +155,7 @@ public sealed partial class Qcow2Image
         WritePlan plan;
         long host;
         bool fresh = false;
-        bool oldIsZero;
+        bool oldIsZero = false;
         ulong freeEntry = 0;
         ulong bitmap = 0;
         lock (_meta)
@@ -267,6 +166,17 @@ public sealed partial class Qcow2Image
             }
 
             CheckWritable();
+
+            // the allocation this write waited for may have made the cluster ours: then it is a plain
+            // overwrite, which needs no exclusive claim (writers queued behind one allocation run in parallel)
+            if (OverwritableRunLocked(offset, data.Length, out long inPlace) == data.Length)
+            {
+                host = inPlace;
+                Interlocked.Increment(ref _ioInFlight);
+                plan = WritePlan.Overwrite;
+                goto Unlocked;
+            }
+
             SetDirtyBitLocked();
             byte[] table = GetL2ForWriteLocked(offset, out _);
             int index = _layout.L2Index(offset);
@@ -296,6 +206,21 @@ public sealed partial class Qcow2Image
             }
 
             _allocating.Add(cluster);
+        }
+
+    Unlocked:
+        if (plan == WritePlan.Overwrite)
+        {
+            try
+            {
+                _file.Write(data, host);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _ioInFlight);
+            }
+
+            return;
         }
 
         try
@@ -466,78 +391,4 @@ public sealed partial class Qcow2Image
         return bits << first;
     }
 
-    /// <summary>
-    /// The L2 table for guest <paramref name="offset"/>, made exclusively ours: allocated if missing,
-    /// copied if shared with a snapshot. Caller holds <c>_meta</c>.
-    /// </summary>
-    private byte[] GetL2ForWriteLocked(long offset, out long l2Offset)
-    {
-        long l1Index = _layout.L1Index(offset);
-        ulong l1Entry = _l1[l1Index];
-        ulong current = l1Entry & Qcow2Layout.OffsetMask;
-        if (current == 0)
-        {
-            l2Offset = _refcounts.Allocate(1);
-            _l1[l1Index] = (ulong)l2Offset | Qcow2Layout.FlagCopied;
-            _l1Dirty = true;
-            return _l2Cache.GetNew(l2Offset);
-        }
-
-        CheckMetadataOverlap((long)current, "an L2 table");
-        byte[] table = GetL2Locked(current);
-        if ((l1Entry & Qcow2Layout.FlagCopied) == 0)
-        {
-            if (_refcounts.Get((long)(current >> _layout.ClusterBits)) == 1)
-            {
-                _l1[l1Index] = l1Entry | Qcow2Layout.FlagCopied;
-                _l1Dirty = true;
-            }
-            else
-            {
-                byte[] copy = (byte[])table.Clone();
-                l2Offset = _refcounts.Allocate(1);
-                table = _l2Cache.GetNew(l2Offset);
-                copy.CopyTo(table, 0);
-                _l1[l1Index] = (ulong)l2Offset | Qcow2Layout.FlagCopied;
-                _l1Dirty = true;
-                _deferredFrees.Add(((long)(current >> _layout.ClusterBits), 1));
-                return table;
-            }
-        }
-
-        l2Offset = (long)current;
-        return table;
-    }
-
-    /// <summary>Queues the release of what an L2 entry referenced (a data cluster or the clusters of compressed data).</summary>
-    private void DeferFreeEntry(ulong entry)
-    {
-        if ((entry & Qcow2Layout.FlagCompressed) != 0)
-        {
-            (long host, int size) = _layout.CompressedExtent(entry);
-            long first = host >> _layout.ClusterBits;
-            long last = (host + size - 1) >> _layout.ClusterBits;
-            _deferredFrees.Add((first, last - first + 1));
-            return;
-        }
-
-        ulong offset = entry & Qcow2Layout.OffsetMask;
-        if (offset != 0)
-        {
-            _deferredFrees.Add(((long)(offset >> _layout.ClusterBits), 1));
-        }
-    }
-
-    /// <summary>With lazy refcounts, QEMU marks the image dirty before its first change; do the same.</summary>
-    private void SetDirtyBitLocked()
-    {
-        if (_dirtyBitSet || !_header.LazyRefcounts)
-        {
-            return;
-        }
-
-        _header = _header with { IncompatibleFeatures = _header.IncompatibleFeatures | Qcow2Header.IncompatDirty };
-        WriteHeaderLocked();
-        _dirtyBitSet = true;
-    }
 }

@@ -41,6 +41,7 @@ public sealed partial class Qcow2Image : IBlockImage
     private int _ioInFlight;
     private long _size;
     private byte[]? _zeroCluster;
+    private bool? _metadataPreallocated;
 
     private Qcow2Image(ImageFile file, IDisposable? fileLock, Qcow2Header header, ulong[] l1, ulong[] refTable, ImageOpenOptions options, IBlockImage? backing)
     {

@@ -13,7 +13,7 @@ namespace LibvirtStorage.Images.Qcow2;
 /// are on disk (synced) before any L2 entry that references a cluster they count. Frees are deferred by
 /// the image until the L2 tables that stopped referencing a cluster are on disk.
 /// </remarks>
-internal sealed class Qcow2Refcounts
+internal sealed partial class Qcow2Refcounts
 {
     private readonly ImageFile _file;
     private readonly Qcow2Layout _layout;
@@ -128,6 +128,14 @@ internal sealed class Qcow2Refcounts
             run++;
         }
 
+        if (count > 1 && !BlocksExist(start, count))
+        {
+            // a run can span refcount blocks that do not exist yet; placing them inside the run would
+            // break it again on every attempt, so they go right after it
+            CreateBlocksAfterRun(start, count);
+            goto Restart;
+        }
+
         for (long i = 0; i < count; i++)
         {
             if (!EnsureBlock(start + i, clusterIsFree: true))
@@ -239,113 +247,9 @@ internal sealed class Qcow2Refcounts
         return false;
     }
 
-    /// <summary>
-    /// Moves the refcount table to a larger one at the end of the image. The new area (new refcount blocks
-    /// first, then the table) describes itself; the header is switched only after both are on disk.
-    /// </summary>
-    private void GrowTable(long neededBlock)
-    {
-        long entriesPerBlock = 1L << _layout.RefblockBits;
-        long start = HighWater;
-        long entries = Math.Max(neededBlock + 1, _table.Length + (_table.Length / 2) + 1);
-        long tableClusters, newBlocks, end;
-        while (true)
-        {
-            tableClusters = _layout.ClustersFor(entries * 8);
-            // refcount blocks needed for the new area (blocks, then table) beyond what exists today
-            newBlocks = 0;
-            while (true)
-            {
-                end = start + newBlocks + tableClusters;
-                long firstBlock = start / entriesPerBlock, lastBlock = (end - 1) / entriesPerBlock;
-                long missing = 0;
-                for (long b = firstBlock; b <= lastBlock; b++)
-                {
-                    if (b >= _table.Length || (_table[b] & Qcow2Layout.RefTableOffsetMask) == 0)
-                    {
-                        missing++;
-                    }
-                }
-
-                if (missing == newBlocks)
-                {
-                    break;
-                }
-
-                newBlocks = missing;
-            }
-
-            if ((end - 1) / entriesPerBlock < entries)
-            {
-                break;
-            }
-
-            entries = ((end - 1) / entriesPerBlock) + 1;
-        }
-
-        if (tableClusters * _layout.ClusterSize > Qcow2Header.MaxRefcountTableBytes)
-        {
-            throw new ImageException(ErrorKind.InvalidArgument, "the image has reached the largest refcount table qcow2 allows", _file.Path);
-        }
-
-        var table = new ulong[tableClusters * _layout.ClusterSize / 8];
-        _table.CopyTo(table, 0);
-        long next = start;
-        for (long b = start / entriesPerBlock; b <= (end - 1) / entriesPerBlock; b++)
-        {
-            if ((table[b] & Qcow2Layout.RefTableOffsetMask) == 0)
-            {
-                table[b] = (ulong)(next << _layout.ClusterBits);
-                _blocks.GetNew(next << _layout.ClusterBits);
-                next++;
-            }
-        }
-
-        ulong[] old = _table;
-        long oldOffset = TableOffset;
-        int oldClusters = TableClusters;
-        _table = table;
-        for (long c = start; c < end; c++)
-        {
-            long b = c / entriesPerBlock;
-            byte[] data = _blocks.Get((long)(table[b] & Qcow2Layout.RefTableOffsetMask));
-            WriteRefcount(data, (int)(c % entriesPerBlock), 1);
-            _blocks.MarkDirty((long)(table[b] & Qcow2Layout.RefTableOffsetMask));
-        }
-
-        long tableOffset = (start + newBlocks) << _layout.ClusterBits;
-        HighWater = Math.Max(HighWater, end);
-        _blocks.WriteBack();
-        WriteTable(tableOffset, table);
-        _file.Sync();
-        if (!_commitTable((ulong)tableOffset, (uint)tableClusters))
-        {
-            _table = old;
-            throw new ImageException(ErrorKind.Io, "could not switch to the grown refcount table", _file.Path);
-        }
-
-        TableOffset = tableOffset;
-        _tableDirty = false;
-        for (long c = 0; c < oldClusters; c++)
-        {
-            Decrement((oldOffset >> _layout.ClusterBits) + c);
-        }
-    }
-
-    private void WriteTable(long offset, ulong[] table)
-    {
-        var bytes = new byte[_layout.ClustersFor((long)table.Length * 8) * _layout.ClusterSize];
-        for (int i = 0; i < table.Length; i++)
-        {
-            BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan(i * 8), table[i]);
-        }
-
-        _file.Write(bytes, offset);
-    }
-
     private long CheckBlockOffset(ulong offset, long block)
     {
-        if (!_layout.IsClusterAligned(offset) || offset >= (ulong)Math.Max(_file.Length, HighWater << _layout.ClusterBits))
+        if (!_layout.IsClusterAligned(offset) || offset >= (ulong)(HighWater << _layout.ClusterBits))
         {
             OnCorruption?.Invoke((long)Math.Min(offset, long.MaxValue), $"refcount block {block} at 0x{offset:x} is unaligned or outside the file");
         }

@@ -188,6 +188,43 @@ public sealed class Qcow2FeatureTests : IDisposable
         QemuTools.RunChecked("qemu-io", "-c", "read -P 0 0 4M", img);
     }
 
+    [Theory]
+    [InlineData(512, 16)]
+    [InlineData(512, 64)]
+    [InlineData(1024, 1)]
+    public void RunsSpanningMissingRefcountBlocksAreAllocated(int clusterSize, int refcountBits)
+    {
+        // a 1 GiB disk with tiny clusters has an L1 table spanning many refcount blocks, and a 1 MiB
+        // write is a run of whole clusters longer than one refcount block covers
+        string img = _dir.File("r.qcow2");
+        ImageOpener.Create(img, new ImageCreateOptions { Size = 1L << 30, ClusterSize = clusterSize, RefcountBits = refcountBits });
+        using (IBlockImage image = ImageOpener.Open(img))
+        {
+            image.Write(3 << 20, Filled(1 << 20, 6));
+            image.Write(512 << 20, Filled(1 << 20, 7));
+        }
+
+        AssertClean(img);
+        QemuTools.RunChecked("qemu-io", "-c", "read -P 6 3M 1M", "-c", "read -P 7 512M 1M", "-c", "read -P 0 4M 1M", img);
+    }
+
+    [Fact]
+    public void SmallClustersWithABackingFileStillFitTheHeader()
+    {
+        string baseImage = _dir.File("base.raw");
+        File.WriteAllBytes(baseImage, Filled(1 << 20, 2));
+        string img = _dir.File("o.qcow2");
+
+        ImageOpener.Create(img, new ImageCreateOptions { ClusterSize = 512, BackingFile = "base.raw", BackingFormat = ImageFormat.Raw });
+        using (IBlockImage image = ImageOpener.Open(img))
+        {
+            image.Write(1000, Filled(3000, 9));
+        }
+
+        AssertClean(img);
+        QemuTools.RunChecked("qemu-io", "-c", "read -P 2 0 1000", "-c", "read -P 9 1000 3000", "-c", "read -P 2 4000 1044576", img);
+    }
+
     private static byte[] Filled(int length, byte value)
     {
         var data = new byte[length];

@@ -1,0 +1,29 @@
+# LibvirtStorage: build, test, benchmark and demo targets. `make test` is what CI (.ci/run) runs.
+DOTNET ?= dotnet
+CONFIG ?= Debug
+DEMO_DIR ?= .demo
+LVSTOR := src/lvstor/bin/$(CONFIG)/net10.0/lvstor.dll
+
+.PHONY: all build test bench demo clean
+
+all: build
+
+build:
+	$(DOTNET) build LibvirtStorage.sln -c $(CONFIG)
+
+# Builds everything and runs every test project in the solution; TRX reports go to TestResults/.
+test:
+	rm -rf TestResults
+	$(DOTNET) test LibvirtStorage.sln -c $(CONFIG)
+
+bench:
+	$(DOTNET) run -c Release --project bench/LibvirtStorage.Bench -- engine --out docs/performance.md
+
+# The main job until lvstord exists: build a raw/qcow2/qcow2 chain and run every image command on it.
+demo:
+	$(DOTNET) build src/lvstor -c $(CONFIG)
+	$(DOTNET) $(LVSTOR) demo $(DEMO_DIR)
+
+clean:
+	$(DOTNET) clean LibvirtStorage.sln -c $(CONFIG)
+	rm -rf TestResults $(DEMO_DIR) artifacts
