@@ -57,6 +57,8 @@ internal static class HostileImages
         ["l2-points-at-itself"] = Patch(p => SetU64(p, L2EntryOffset(p, 0), EntryCopied | (ulong)L2Offset(p)), CorruptOrInvalid, maySucceed: true),
         ["l1-points-at-refcount-table"] = Patch(p => SetU64(p, L1Offset(p), EntryCopied | (ulong)RefcountTableOffset(p)), CorruptOrInvalid, maySucceed: true),
         ["refcount-table-forgets-header"] = Patch(p => SetU64(p, RefcountTableOffset(p), 0), CorruptOrInvalid, maySucceed: true),
+        ["refcount-table-forgets-header-c512-v2"] = Patch(
+            p => SetU64(p, RefcountTableOffset(p), 0), CorruptOrInvalid, maySucceed: true, options: "cluster_size=512,compat=0.10"),
         ["l1-size-absurd"] = Patch(p => SetU32(p, OffL1Size, 0x7fff_ffff), CorruptOrInvalid),
         ["l1-size-too-small"] = Patch(p => SetU32(p, OffL1Size, 0), CorruptOrInvalid),
         ["refcount-table-clusters-absurd"] = Patch(p => SetU32(p, OffRefcountTableClusters, 0xffff_ffff), CorruptOrInvalid),
