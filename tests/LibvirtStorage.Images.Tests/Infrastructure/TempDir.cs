@@ -15,9 +15,18 @@ public sealed class TempDir : IDisposable
     /// <summary>Absolute path of <paramref name="name"/> inside the directory.</summary>
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
-    /// <summary>Deletes the directory recursively; failures are ignored.</summary>
+    /// <summary>
+    /// Deletes the directory recursively; failures are ignored. With LVSTOR_KEEP_SCRATCH=1 it is kept
+    /// (and named on stderr) so a failing case's images can be inspected with qemu-img.
+    /// </summary>
     public void Dispose()
     {
+        if (Environment.GetEnvironmentVariable("LVSTOR_KEEP_SCRATCH") == "1")
+        {
+            Console.Error.WriteLine($"kept {Path}");
+            return;
+        }
+
         try
         {
             Directory.Delete(Path, recursive: true);
