@@ -311,7 +311,14 @@ public sealed partial class Qcow2Image
         byte[] compressed = t_compressed is { } c && c.Length >= size ? c : (t_compressed = new byte[Math.Max(size, _layout.ClusterSize + 1024)]);
         byte[] plain = t_decompressed is { } p && p.Length >= _layout.ClusterSize ? p : (t_decompressed = new byte[_layout.ClusterSize]);
         _file.Read(compressed.AsSpan(0, size), host);
-        Qcow2Compression.Decompress(_header.CompressionType, compressed.AsSpan(0, size), plain.AsSpan(0, _layout.ClusterSize));
+        try
+        {
+            Qcow2Compression.Decompress(_header.CompressionType, compressed.AsSpan(0, size), plain.AsSpan(0, _layout.ClusterSize));
+        }
+        catch (ImageException e) when (e.Path is null)
+        {
+            throw new ImageException(e.Kind, $"compressed cluster at 0x{host:x} ({size} bytes): {e.Message}", Path, host, e);
+        }
         plain.AsSpan(offsetInCluster, destination.Length).CopyTo(destination);
     }
 }
