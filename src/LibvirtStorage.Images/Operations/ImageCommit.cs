@@ -125,37 +125,36 @@ public static class ImageCommit
         return true;
     }
 
+    /// <summary>Copies every range the top allocates into the backing image, four 2 MiB windows at a time.</summary>
     private static long CopyAllocated(IBlockImage top, IBlockImage backing, IProgress<double>? progress, CancellationToken cancellationToken)
     {
-        using var buffer = new CopyBuffer();
-        long size = top.VirtualSize;
-        long offset = 0;
         long committed = 0;
-        while (offset < size)
+        ParallelWindows.Run(top.VirtualSize, CopyBuffer.DefaultSize, workers: 4, (offset, length, buffer) =>
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            BlockStatus s = top.GetBlockStatus(offset, Math.Min(size - offset, buffer.Size));
-            long len = s.Length <= 0 ? Math.Min(size - offset, buffer.Size) : s.Length;
-            if (s.Allocated || s.Data)
+            long end = offset + length;
+            while (offset < end)
             {
-                if (s.Zero)
+                BlockStatus s = top.GetBlockStatus(offset, end - offset);
+                long len = s.Length <= 0 ? end - offset : s.Length;
+                if (s.Allocated || s.Data)
                 {
-                    backing.WriteZeroes(offset, len, unmap: false);
-                }
-                else
-                {
-                    Span<byte> span = buffer.Span((int)len);
-                    top.Read(offset, span);
-                    backing.Write(offset, span);
+                    if (s.Zero)
+                    {
+                        backing.WriteZeroes(offset, len, unmap: false);
+                    }
+                    else
+                    {
+                        Span<byte> span = buffer.Span((int)len);
+                        top.Read(offset, span);
+                        backing.Write(offset, span);
+                    }
+
+                    Interlocked.Add(ref committed, len);
                 }
 
-                committed += len;
+                offset += len;
             }
-
-            offset += len;
-            progress?.Report((double)offset / size * 0.95);
-        }
-
+        }, progress, 0.95, cancellationToken);
         return committed;
     }
 

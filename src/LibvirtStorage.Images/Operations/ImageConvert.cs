@@ -68,82 +68,22 @@ public static class ImageConvert
         progress?.Report(1.0);
     }
 
-    /// <summary>
-    /// Like qemu-img convert's parallel requests (-m): a few copiers take windows in turn, so reads,
-    /// writes and compression of different windows overlap. The engine is safe for concurrent use.
-    /// </summary>
+    /// <summary>Four windows at a time (qemu-img convert -m), each through <see cref="Copier.CopyWindow"/>.</summary>
     private static void CopyInParallel(IBlockImage source, IBlockImage output, ImageConvertOptions options,
         IProgress<double>? progress, CancellationToken cancellationToken)
     {
-        int workers = Math.Clamp(options.Parallelism, 1, 16);
-        var next = new WindowCounter();
-        Exception? failure = null;
-        var threads = new Thread[workers];
-        for (int i = 0; i < workers; i++)
-        {
-            threads[i] = new Thread(() =>
-            {
-                try
-                {
-                    using var copier = new Copier(source, output, options);
-                    copier.CopyWindows(next, progress, cancellationToken);
-                }
-                catch (Exception e)
-                {
-                    Interlocked.CompareExchange(ref failure, e, null);
-                    next.Stop();
-                }
-            })
-            { IsBackground = true, Name = "lvstor-convert" };
-            threads[i].Start();
-        }
-
-        foreach (Thread t in threads)
-        {
-            t.Join();
-        }
-
-        if (failure is not null)
-        {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
-        }
+        var copier = new Copier(source, output, options);
+        ParallelWindows.Run(source.VirtualSize, copier.Window, options.Parallelism, copier.CopyWindow, progress, 1.0, cancellationToken);
     }
 
-    /// <summary>Hands out window numbers to the copiers; stopped on the first failure.</summary>
-    private sealed class WindowCounter
-    {
-        private long _next = -1;
-        private long _done;
-        private volatile bool _stopped;
-
-        public bool TryTake(out long window)
-        {
-            window = Interlocked.Increment(ref _next);
-            return !_stopped;
-        }
-
-        /// <summary>Counts a finished window and reports progress, in order (reports never go backwards).</summary>
-        public void Complete(long bytes, long size, IProgress<double>? progress)
-        {
-            lock (this)
-            {
-                _done += bytes;
-                progress?.Report((double)_done / size);
-            }
-        }
-
-        public void Stop() => _stopped = true;
-    }
-
-    /// <summary>The copy loop of one worker, with its pooled buffer.</summary>
-    private sealed class Copier : IDisposable
+    /// <summary>What one window of a convert does: read the data runs, then write them sparse or compressed.</summary>
+    private sealed class Copier
     {
         private readonly IBlockImage _source;
         private readonly IBlockImage _target;
         private readonly Qcow2Image? _compressTarget;
         private readonly int _sparse;
         private readonly int _window;
-        private readonly CopyBuffer _buffer;
 
         public Copier(IBlockImage source, IBlockImage target, ImageConvertOptions options)
         {
@@ -156,40 +96,30 @@ public static class ImageConvert
                     ?? throw new ImageException(ErrorKind.InvalidArgument, "compression needs a qcow2 target", target.Path);
             }
 
-            // Windows are whole target clusters so compressed writes never straddle two windows.
             int cluster = target.ClusterSize;
             _window = Math.Max(cluster, options.BufferSize / cluster * cluster);
-            _buffer = new CopyBuffer(_window);
         }
 
-        public void CopyWindows(WindowCounter counter, IProgress<double>? progress, CancellationToken cancellationToken)
-        {
-            long size = _source.VirtualSize;
-            while (counter.TryTake(out long window) && window * _window < size)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                long offset = window * _window;
-                int n = (int)Math.Min(_window, size - offset);
-                if (FillWindow(offset, n))
-                {
-                    if (_compressTarget is not null)
-                    {
-                        WriteCompressed(offset, n);
-                    }
-                    else
-                    {
-                        WriteSparse(offset, n);
-                    }
-                }
+        /// <summary>Window size: whole target clusters, so compressed writes never straddle two windows.</summary>
+        public int Window => _window;
 
-                counter.Complete(n, size, progress);
+        public void CopyWindow(long offset, int n, CopyBuffer buffer)
+        {
+            if (FillWindow(offset, n, buffer))
+            {
+                if (_compressTarget is not null)
+                {
+                    WriteCompressed(offset, n, buffer);
+                }
+                else
+                {
+                    WriteSparse(offset, n, buffer);
+                }
             }
         }
 
-        public void Dispose() => _buffer.Dispose();
-
         /// <summary>Reads the data runs of the window; zero runs are cleared, not read. False when all of it is zero.</summary>
-        private bool FillWindow(long offset, int n)
+        private bool FillWindow(long offset, int n, CopyBuffer buffer)
         {
             bool any = false;
             int done = 0;
@@ -197,7 +127,7 @@ public static class ImageConvert
             {
                 ChainExtent e = ChainStatus.Get(_source, offset + done, n - done);
                 int len = (int)e.Length;
-                Span<byte> part = _buffer.Span(done, len);
+                Span<byte> part = buffer.Span(done, len);
                 if (e.Zero)
                 {
                     part.Clear();
@@ -214,12 +144,12 @@ public static class ImageConvert
             return any;
         }
 
-        private void WriteCompressed(long offset, int n)
+        private void WriteCompressed(long offset, int n, CopyBuffer buffer)
         {
             int cluster = _target.ClusterSize;
             for (int at = 0; at < n; at += cluster)
             {
-                ReadOnlySpan<byte> data = _buffer.Span(at, Math.Min(cluster, n - at));
+                ReadOnlySpan<byte> data = buffer.Span(at, Math.Min(cluster, n - at));
                 if (!IsZero(data))
                 {
                     _compressTarget!.WriteCompressed(offset + at, data);
@@ -228,11 +158,11 @@ public static class ImageConvert
         }
 
         /// <summary>Writes the window except runs of zeroes of at least the sparse size (aligned to it).</summary>
-        private void WriteSparse(long offset, int n)
+        private void WriteSparse(long offset, int n, CopyBuffer buffer)
         {
             if (_sparse <= 0)
             {
-                _target.Write(offset, _buffer.Span(0, n));
+                _target.Write(offset, buffer.Span(0, n));
                 return;
             }
 
@@ -240,21 +170,21 @@ public static class ImageConvert
             for (int at = 0; at < n; at += _sparse)
             {
                 int len = Math.Min(_sparse, n - at);
-                bool zero = IsZero(_buffer.Span(at, len));
+                bool zero = IsZero(buffer.Span(at, len));
                 if (!zero && runStart < 0)
                 {
                     runStart = at;
                 }
                 else if (zero && runStart >= 0)
                 {
-                    _target.Write(offset + runStart, _buffer.Span(runStart, at - runStart));
+                    _target.Write(offset + runStart, buffer.Span(runStart, at - runStart));
                     runStart = -1;
                 }
             }
 
             if (runStart >= 0)
             {
-                _target.Write(offset + runStart, _buffer.Span(runStart, n - runStart));
+                _target.Write(offset + runStart, buffer.Span(runStart, n - runStart));
             }
         }
 
