@@ -125,6 +125,9 @@ public sealed partial class Qcow2Image : IBlockImage
 
     internal Qcow2Layout Layout => _layout;
 
+    /// <summary>L2 tables the cache holds at once.</summary>
+    internal int L2CacheTables => _l2Cache.Slots;
+
     internal Qcow2Header Header => _header;
 
     /// <summary>The persistent-bitmap directory, or null when there is none (for info).</summary>

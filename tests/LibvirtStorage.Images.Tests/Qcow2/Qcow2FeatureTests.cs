@@ -225,6 +225,24 @@ public sealed class Qcow2FeatureTests : IDisposable
         QemuTools.RunChecked("qemu-io", "-c", "read -P 2 0 1000", "-c", "read -P 9 1000 3000", "-c", "read -P 2 4000 1044576", img);
     }
 
+    [Fact]
+    public void TheDefaultL2CacheCoversA64GiBImageAndHonoursAConfiguredSize()
+    {
+        string img = _dir.File("big.qcow2");
+        ImageOpener.Create(img, new ImageCreateOptions { Size = 64L << 30, ClusterSize = 65536 });
+
+        using (var image = (Qcow2Image)ImageOpener.Open(img, new ImageOpenOptions { ReadOnly = true }))
+        {
+            // 64 GiB / 64 KiB clusters / 8192 entries per table = 128 L2 tables
+            Assert.True(image.L2CacheTables >= 128, $"{image.L2CacheTables} tables");
+        }
+
+        using (var image = (Qcow2Image)ImageOpener.Open(img, new ImageOpenOptions { ReadOnly = true, L2CacheBytes = 4 * 65536 }))
+        {
+            Assert.Equal(4, image.L2CacheTables);
+        }
+    }
+
     private static byte[] Filled(int length, byte value)
     {
         var data = new byte[length];
