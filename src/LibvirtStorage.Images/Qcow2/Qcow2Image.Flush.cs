@@ -13,6 +13,12 @@ public sealed partial class Qcow2Image
     {
         if (_readOnly)
         {
+            if (_corrupt)
+            {
+                // writes acknowledged earlier cannot be made durable now: say so rather than succeed
+                ThrowHelper.Corrupt(Path, null, "the image was found corrupt; earlier writes were not made durable");
+            }
+
             return;
         }
 

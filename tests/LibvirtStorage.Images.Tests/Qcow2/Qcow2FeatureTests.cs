@@ -243,6 +243,35 @@ public sealed class Qcow2FeatureTests : IDisposable
         }
     }
 
+    [Fact]
+    public void AfterCorruptionIsFoundFlushFailsInsteadOfClaimingDurability()
+    {
+        string img = _dir.File("h.qcow2");
+        QemuTools.RunChecked("qemu-img", "create", "-f", "qcow2", img, "16M");
+        QemuTools.RunChecked("qemu-io", "-c", "write -P 1 0 64k", img);
+        byte[] bytes = File.ReadAllBytes(img);
+        long l1 = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan(40));
+        long l2 = (long)(System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan((int)l1)) & 0x00fffffffffffe00UL);
+        // the L2 entry of guest cluster 0 points at the L2 table itself: a guest write there would overwrite it
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan((int)l2), (1UL << 63) | (ulong)l2);
+        File.WriteAllBytes(img, bytes);
+
+        using (IBlockImage image = ImageOpener.Open(img))
+        {
+            image.Write(8 << 20, Filled(4096, 2)); // an ordinary allocation first
+            var e = Assert.Throws<ImageCorruptException>(() => image.Write(0, Filled(4096, 3)));
+            Assert.Equal(ErrorKind.Corrupt, e.Kind);
+            Assert.True(image.IsReadOnly);
+            Assert.Throws<ImageCorruptException>(image.Flush);
+        }
+
+        // no metadata was written after the corruption: header, L1 and the L2 table are as they were
+        byte[] after = File.ReadAllBytes(img);
+        Assert.Equal(bytes.AsSpan(0, 65536).ToArray(), after.AsSpan(0, 65536).ToArray());
+        Assert.Equal(bytes.AsSpan((int)l1, 8).ToArray(), after.AsSpan((int)l1, 8).ToArray());
+        Assert.Equal(bytes.AsSpan((int)l2, 65536).ToArray(), after.AsSpan((int)l2, 65536).ToArray());
+    }
+
     private static byte[] Filled(int length, byte value)
     {
         var data = new byte[length];
