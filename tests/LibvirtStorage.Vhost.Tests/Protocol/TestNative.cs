@@ -53,6 +53,32 @@ internal static unsafe partial class TestNative
         return true;
     }
 
+    /// <summary>sendmsg with any number of fds (the library caps at 32; a hostile peer does not).</summary>
+    public static void SendWithFds(SafeHandle socket, ReadOnlySpan<byte> bytes, ReadOnlySpan<int> fds)
+    {
+        int controlLength = 16 + ((fds.Length * 4 + 7) & ~7);
+        byte* control = stackalloc byte[controlLength];
+        new Span<byte>(control, controlLength).Clear();
+        *(nuint*)control = (nuint)(16 + fds.Length * 4);
+        ((int*)control)[2] = 1; // SOL_SOCKET
+        ((int*)control)[3] = 1; // SCM_RIGHTS
+        fds.CopyTo(new Span<int>(control + 16, fds.Length));
+        fixed (byte* p = bytes)
+        {
+            var iov = stackalloc nuint[2];
+            iov[0] = (nuint)p;
+            iov[1] = (nuint)bytes.Length;
+            var msg = stackalloc nuint[7];
+            new Span<nuint>(msg, 7).Clear();
+            msg[2] = (nuint)iov;
+            msg[3] = 1;
+            msg[4] = (nuint)control;
+            msg[5] = (nuint)controlLength;
+            nint n = sendmsg((int)socket.DangerousGetHandle(), msg, 0x4000);
+            Assert.True(n == bytes.Length, $"sendmsg: {n}, errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
     public static void ShutdownWrite(SafeHandle fd) => shutdown((int)fd.DangerousGetHandle(), 1 /* SHUT_WR */);
 
     public static int OpenFdCount() => Directory.GetFiles("/proc/self/fd").Length;
@@ -77,6 +103,9 @@ internal static unsafe partial class TestNative
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial nint send(int fd, void* buf, nuint count, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint sendmsg(int fd, nuint* msg, int flags);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int shutdown(int fd, int how);
