@@ -79,6 +79,20 @@ internal static unsafe partial class TestNative
         }
     }
 
+    /// <summary>Binds an AF_UNIX socket at <paramref name="path"/> and closes it without unlinking: a crashed back-end's leftover.</summary>
+    public static void BindAndAbandon(string path)
+    {
+        int fd = socket(1 /* AF_UNIX */, 1 /* SOCK_STREAM */, 0);
+        Assert.True(fd >= 0);
+        byte* address = stackalloc byte[110]; // struct sockaddr_un: sa_family_t then 108 path bytes
+        new Span<byte>(address, 110).Clear();
+        *(ushort*)address = 1;
+        System.Text.Encoding.UTF8.GetBytes(path, new Span<byte>(address + 2, 107));
+        int r = bind(fd, address, 110);
+        close(fd);
+        Assert.True(r == 0, $"bind failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
     public static void ShutdownWrite(SafeHandle fd) => shutdown((int)fd.DangerousGetHandle(), 1 /* SHUT_WR */);
 
     public static int OpenFdCount() => Directory.GetFiles("/proc/self/fd").Length;
@@ -106,6 +120,15 @@ internal static unsafe partial class TestNative
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial nint sendmsg(int fd, nuint* msg, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int socket(int domain, int type, int protocol);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int bind(int fd, byte* address, int length);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int close(int fd);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int shutdown(int fd, int how);
