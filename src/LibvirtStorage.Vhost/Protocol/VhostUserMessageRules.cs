@@ -109,12 +109,13 @@ internal static class VhostUserMessageRules
                     return VhostUserRefusal.PayloadSize;
                 if (fdCount != (int)count)
                     return VhostUserRefusal.FdCount;
-                return VhostUserMemoryTableHeader.IsValid(payload, fdCount) ? VhostUserRefusal.None : VhostUserRefusal.InvalidPayload;
+                return Valid(VhostUserMemoryTableHeader.RegionsAreValid(payload));
             case FrontendRequest.SetVringKick or FrontendRequest.SetVringCall or FrontendRequest.SetVringErr:
+                // The fd count must agree with the "no fd" flag: one fd without it, none with it.
                 var value = MemoryMarshal.Read<ulong>(payload);
-                if ((value & ~(VhostUserVringFd.IndexMask | VhostUserVringFd.NoFdFlag)) != 0)
+                if (VhostUserVringFd.HasReservedBits(value))
                     return VhostUserRefusal.InvalidPayload;
-                return VhostUserVringFd.IsValid(value, fdCount) ? VhostUserRefusal.None : VhostUserRefusal.FdCount;
+                return fdCount == (VhostUserVringFd.HasFd(value) ? 1 : 0) ? VhostUserRefusal.None : VhostUserRefusal.FdCount;
             case FrontendRequest.SetVringAddr:
                 return Valid(MemoryMarshal.Read<VhostUserVringAddress>(payload).IsValid());
             case FrontendRequest.GetConfig or FrontendRequest.SetConfig:

@@ -57,9 +57,8 @@ internal static class VhostUserVringFd
 
     public static bool HasFd(ulong value) => (value & NoFdFlag) == 0;
 
-    /// <summary>Bits above 8 are reserved; the fd count must match the no-fd flag.</summary>
-    public static bool IsValid(ulong value, int fdCount) =>
-        (value & ~(IndexMask | NoFdFlag)) == 0 && fdCount == (HasFd(value) ? 1 : 0);
+    /// <summary>Bits 9..63 are reserved and must be zero.</summary>
+    public static bool HasReservedBits(ulong value) => (value & ~(IndexMask | NoFdFlag)) != 0;
 }
 
 /// <summary>A vring state description: {index, num} (SET_VRING_NUM/BASE/ENABLE, GET_VRING_BASE, VRING_KICK).</summary>
@@ -158,10 +157,15 @@ internal struct VhostUserMemoryTableHeader
     {
         if (payload.Length < Size)
             return false;
-        var header = MemoryMarshal.Read<VhostUserMemoryTableHeader>(payload);
-        if (header.RegionCount is 0 or > MaxRegions || payload.Length != PayloadSizeFor(header.RegionCount) || fdCount != (int)header.RegionCount)
-            return false;
-        for (int i = 0; i < (int)header.RegionCount; i++)
+        uint count = MemoryMarshal.Read<VhostUserMemoryTableHeader>(payload).RegionCount;
+        return count is > 0 and <= MaxRegions && payload.Length == PayloadSizeFor(count) && fdCount == (int)count && RegionsAreValid(payload);
+    }
+
+    /// <summary>Every region of a payload whose size already matches its count is valid.</summary>
+    public static bool RegionsAreValid(ReadOnlySpan<byte> payload)
+    {
+        int count = (payload.Length - Size) / VhostUserMemoryRegion.Size;
+        for (int i = 0; i < count; i++)
         {
             if (!ReadRegion(payload, i).IsValid())
                 return false;

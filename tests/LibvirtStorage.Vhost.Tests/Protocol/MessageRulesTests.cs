@@ -164,6 +164,7 @@ public class MessageRulesTests
         for (int i = 0; i < regions; i++)
             allValid &= VhostUserMemoryTableHeader.ReadRegion(payload, i).IsValid();
         bool shouldPass = regions is >= 1 and <= 8 && fds % 10 == regions && allValid;
-        return (refusal == VhostUserRefusal.None) == shouldPass;
+        return (refusal == VhostUserRefusal.None) == shouldPass
+            && VhostUserMemoryTableHeader.IsValid(payload, fds % 10) == shouldPass;
     }
 }
