@@ -95,7 +95,13 @@ internal static unsafe partial class TestNative
 
     public static void ShutdownWrite(SafeHandle fd) => shutdown((int)fd.DangerousGetHandle(), 1 /* SHUT_WR */);
 
-    public static int OpenFdCount() => Directory.GetFiles("/proc/self/fd").Length;
+    /// <summary>Open fds of this process, after letting finalizers of earlier tests' handles run (so they cannot close one mid-test).</summary>
+    public static int OpenFdCount()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        return Directory.GetFiles("/proc/self/fd").Length;
+    }
 
     public static (VhostUserFrontendChannel Frontend, VhostUserConnection Backend) Pair()
     {
