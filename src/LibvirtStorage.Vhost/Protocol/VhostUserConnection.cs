@@ -112,8 +112,14 @@ internal sealed class VhostUserConnection : IDisposable
         var first = Interlocked.CompareExchange(ref _broken, reason, null);
         if (first is not null)
             return first;
-        if (!_socket.IsClosed)
-            UnixSocket.Shutdown(_socket);
+        try
+        {
+            UnixSocket.Shutdown(_socket); // a receive blocked in recvmsg now reads end of stream
+        }
+        catch (ObjectDisposedException)
+        {
+            // Already disposed: nothing left to wake.
+        }
         return reason;
     }
 
@@ -135,7 +141,9 @@ internal sealed class VhostUserConnection : IDisposable
             ThrowHelper.Protocol(broken);
     }
 
-    private static VhostUserProtocolException SocketError(string call, int errno) => new VhostUserProtocolException(VhostUserProtocolError.SocketError, $"vhost-user {call} failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})", shouldReconnect: true);
+    private static VhostUserProtocolException SocketError(string call, int errno) =>
+        new(VhostUserProtocolError.SocketError, $"vhost-user {call} failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})", shouldReconnect: true);
 
-    private static VhostUserProtocolException Truncated(string what) => new VhostUserProtocolException(VhostUserProtocolError.Truncated, $"vhost-user front-end closed the connection mid-message: {what}", shouldReconnect: true);
+    private static VhostUserProtocolException Truncated(string what) =>
+        new(VhostUserProtocolError.Truncated, $"vhost-user front-end closed the connection mid-message: {what}", shouldReconnect: true);
 }
