@@ -119,6 +119,14 @@ internal sealed class FakeDriver
         Check(_memory.TryStoreRelease16(new GuestAddress(Avail.Value + 2), idx));
     }
 
+    /// <summary>Continues from indices a device was given with SET_VRING_BASE (the used ring says the same).</summary>
+    public void StartAt(ushort idx)
+    {
+        SetAvailIdx(idx);
+        LastUsedSeen = idx;
+        Check(_memory.TryStoreRelease16(new GuestAddress(Used.Value + 2), idx));
+    }
+
     public void SetAvailRingEntry(int slot, ushort head) =>
         Check(_memory.TryWrite(new GuestAddress(Avail.Value + 4 + (2ul * (uint)slot)), head));
 
