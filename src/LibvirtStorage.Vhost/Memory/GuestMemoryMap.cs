@@ -13,7 +13,7 @@ namespace LibvirtStorage.Vhost.Memory;
 public sealed class GuestMemoryMap
 {
     private readonly GuestRegion[] _regions;
-    private int _refs = 1;
+    private RefCount _refs = new();
 
     private GuestMemoryMap(GuestRegion[] regions, int[] byUserAddress)
     {
@@ -126,27 +126,12 @@ public sealed class GuestMemoryMap
     internal ReadOnlySpan<GuestRegion> Regions => _regions;
 
     /// <summary>Takes a reference unless the map has already been released; see <see cref="GuestMemorySlot"/>.</summary>
-    internal bool TryAddRef()
-    {
-        int current = Volatile.Read(ref _refs);
-        while (current > 0)
-        {
-            int seen = Interlocked.CompareExchange(ref _refs, current + 1, current);
-            if (seen == current)
-            {
-                return true;
-            }
-
-            current = seen;
-        }
-
-        return false;
-    }
+    internal bool TryAddRef() => _refs.TryAddRef();
 
     /// <summary>Drops a reference; the last one releases the regions.</summary>
     internal void Release()
     {
-        if (Interlocked.Decrement(ref _refs) == 0)
+        if (_refs.Release())
         {
             foreach (GuestRegion region in _regions)
             {

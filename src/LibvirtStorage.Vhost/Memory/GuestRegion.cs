@@ -14,7 +14,7 @@ namespace LibvirtStorage.Vhost.Memory;
 internal sealed class GuestRegion : IDisposable
 {
     private readonly MmapRegion? _mapping;
-    private int _refs = 1;
+    private RefCount _refs = new();
     private int _creatorReleased;
 
     private GuestRegion(GuestAddress start, ulong size, ulong userAddress, nint host, bool writable, MmapRegion? mapping)
@@ -43,7 +43,7 @@ internal sealed class GuestRegion : IDisposable
     public bool Writable { get; }
 
     /// <summary>Whether the underlying memory has been released (for tests).</summary>
-    public bool IsReleased => Volatile.Read(ref _refs) == 0;
+    public bool IsReleased => _refs.IsZero;
 
     /// <summary>
     /// Maps <paramref name="size"/> bytes of <paramref name="fd"/> at <paramref name="mmapOffset"/> as the region
@@ -76,27 +76,12 @@ internal sealed class GuestRegion : IDisposable
     }
 
     /// <summary>Takes a reference for a map; fails when the region has already been released.</summary>
-    internal bool TryAddRef()
-    {
-        int current = Volatile.Read(ref _refs);
-        while (current > 0)
-        {
-            int seen = Interlocked.CompareExchange(ref _refs, current + 1, current);
-            if (seen == current)
-            {
-                return true;
-            }
-
-            current = seen;
-        }
-
-        return false;
-    }
+    internal bool TryAddRef() => _refs.TryAddRef();
 
     /// <summary>Drops a reference taken with <see cref="TryAddRef"/>.</summary>
     internal void Release()
     {
-        if (Interlocked.Decrement(ref _refs) == 0)
+        if (_refs.Release())
         {
             _mapping?.Dispose();
         }
