@@ -13,7 +13,7 @@ namespace LibvirtStorage.Vhost.Virtqueue;
 /// of hanging or throwing: a time-to-live of the queue size bounds the buffers of the whole chain (direct and
 /// indirect together, "a chain no longer than the Queue Size", §2.7.5.3.1), so loops end with
 /// <see cref="ChainError.TooLong"/>. The descriptor that points at an indirect table is not a buffer and does not
-/// count.
+/// count. The buffers' lengths add up to at most 2^32 - 1 bytes (§2.7.5), so a total always fits a <c>uint</c>.
 /// </para>
 /// <para>
 /// A mutable struct with no allocation: keep it in a local or a field and pass it by <see langword="ref"/>. A copy
@@ -29,6 +29,7 @@ internal struct DescriptorChain
     private uint _tableEntries;
     private uint _next;
     private uint _ttl;
+    private ulong _totalBytes;
     private bool _hasNext;
     private bool _inIndirect;
     private bool _sawWritable;
@@ -107,6 +108,14 @@ internal struct DescriptorChain
                 return Fail(ChainError.BufferOutsideMemory);
             }
 
+            // "Drivers MUST NOT add a descriptor chain longer than 2^32 bytes in total" (§2.7.5): keeps the
+            // sum of a chain's lengths inside the 32-bit used.len and the device's own arithmetic.
+            _totalBytes += desc.Length;
+            if (_totalBytes > uint.MaxValue)
+            {
+                return Fail(ChainError.TooManyBytes);
+            }
+
             _sawWritable |= writable;
             _hasNext = (desc.Flags & VirtqLayout.DescFlagNext) != 0;
             _next = desc.Next;
@@ -129,7 +138,8 @@ internal struct DescriptorChain
             return Fail(ChainError.IndirectWithNext);
         }
 
-        // The WRITE flag of the descriptor that points at the table is ignored (§2.7.5.3.2).
+        // The WRITE flag of the descriptor that points at the table is ignored (§2.7.5.3.2). The table is
+        // desc[len / 16]; like QEMU we refuse a remainder rather than silently drop it.
         uint entries = desc.Length / VirtqLayout.DescriptorSize;
         if (desc.Length == 0 || desc.Length % VirtqLayout.DescriptorSize != 0 || entries > _queueSize)
         {

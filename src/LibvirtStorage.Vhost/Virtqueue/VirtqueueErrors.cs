@@ -46,6 +46,9 @@ internal enum ChainError : byte
     /// <summary>The chain has more descriptors than the queue size (or loops).</summary>
     TooLong,
 
+    /// <summary>The chain's buffers add up to more than 2^32 - 1 bytes (§2.7.5).</summary>
+    TooManyBytes,
+
     /// <summary>A descriptor could not be read from guest memory.</summary>
     DescriptorUnreadable,
 

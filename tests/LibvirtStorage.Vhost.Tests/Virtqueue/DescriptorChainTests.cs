@@ -110,6 +110,40 @@ public sealed class DescriptorChainTests : IDisposable
     }
 
     [Fact]
+    public unsafe void ChainOfMoreThan4GiBInTotal_IsRefused()
+    {
+        // The walk only validates buffers, it never touches their bytes, so an 8 GiB region needs no memory behind
+        // it: a phantom region (host pointer never dereferenced) next to a real one for the rings.
+        void* rings = System.Runtime.InteropServices.NativeMemory.AllocZeroed(0x10000);
+        try
+        {
+            GuestRegion real = GuestRegion.FromPointer(new GuestAddress(0), 0x10000, 0x7000_0000_0000, (nint)rings);
+            GuestRegion phantom = GuestRegion.FromPointer(new GuestAddress(0x1_0000_0000), 0x2_0000_0000, 0x7100_0000_0000, 0x1000);
+            Assert.True(GuestMemoryMap.TryCreate([real, phantom], out GuestMemoryMap? map, out _));
+            real.Dispose();
+            phantom.Dispose();
+            GuestMemory memory = map!.Memory;
+            var driver = new FakeDriver(memory, 4);
+            SplitVirtqueue queue = driver.CreateQueue();
+
+            driver.AddChain((0x1_0000_0000, uint.MaxValue, false), (0x2_0000_0000, 0, true)); // exactly 2^32 - 1: fine
+            Assert.Equal(PopResult.Chain, queue.TryPopAvail(memory, out DescriptorChain chain));
+            Assert.Equal(ChainError.None, Drain(chain, out int count));
+            Assert.Equal(2, count);
+
+            driver.AddChain((0x1_0000_0000, 0x8000_0000, false), (0x1_8000_0000, 0x8000_0000, true)); // 2^32
+            Assert.Equal(PopResult.Chain, queue.TryPopAvail(memory, out chain));
+            Assert.Equal(ChainError.TooManyBytes, Drain(chain, out count));
+            Assert.Equal(1, count);
+            map.Release();
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.Free(rings);
+        }
+    }
+
+    [Fact]
     public void NextIndexBeyondTheTable_IsRefused()
     {
         _driver.WriteDescriptor(0, Data, 8, Next, 16);
