@@ -1,0 +1,20 @@
+using System.Runtime.InteropServices;
+
+namespace LibvirtStorage.Vhost.Memory;
+
+/// <summary>The libc calls that map guest memory (Linux x86-64 and aarch64 values).</summary>
+internal static partial class LibC
+{
+    internal const int ProtRead = 0x1;
+    internal const int ProtWrite = 0x2;
+    internal const int MapShared = 0x01;
+
+    /// <summary>The value mmap returns on failure.</summary>
+    internal static readonly nint MapFailed = -1;
+
+    [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
+    internal static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, long offset);
+
+    [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
+    internal static partial int Munmap(nint addr, nuint length);
+}
