@@ -11,7 +11,7 @@ namespace LibvirtStorage.Vhost.Memory;
 /// virtio (little-endian) order on the hosts we support.
 /// </summary>
 /// <remarks>Valid only while the caller holds a lease on its map (<see cref="GuestMemorySlot.Acquire"/>).</remarks>
-public sealed unsafe class GuestMemory
+public sealed class GuestMemory
 {
     private readonly GuestRegion[] _regions;
     private readonly int[] _byUserAddress;
@@ -29,11 +29,15 @@ public sealed unsafe class GuestMemory
     public bool TryRead<T>(GuestAddress address, out T value)
         where T : unmanaged
     {
-        if (TryGetContiguous(address, (ulong)sizeof(T), writable: false, out nint host))
+        if (TryGetContiguous(address, (ulong)Unsafe.SizeOf<T>(), writable: false, out nint host))
         {
-            // SAFETY: TryGetContiguous proved [address, address + sizeof(T)) lies inside one region, whose host
-            // mapping is alive while the caller holds a lease on this map; the read is unaligned-safe.
-            value = Unsafe.ReadUnaligned<T>((void*)host);
+            unsafe
+            {
+                // SAFETY: TryGetContiguous proved [address, address + SizeOf<T>) lies inside one region, whose host
+                // mapping is alive while the caller holds a lease on this map; the read is unaligned-safe.
+                value = Unsafe.ReadUnaligned<T>((void*)host);
+            }
+
             return true;
         }
 
@@ -48,10 +52,14 @@ public sealed unsafe class GuestMemory
     public bool TryWrite<T>(GuestAddress address, T value)
         where T : unmanaged
     {
-        if (TryGetContiguous(address, (ulong)sizeof(T), writable: true, out nint host))
+        if (TryGetContiguous(address, (ulong)Unsafe.SizeOf<T>(), writable: true, out nint host))
         {
-            // SAFETY: as in TryRead, the range is inside one live, writable region.
-            Unsafe.WriteUnaligned((void*)host, value);
+            unsafe
+            {
+                // SAFETY: as in TryRead, the range is inside one live, writable region.
+                Unsafe.WriteUnaligned((void*)host, value);
+            }
+
             return true;
         }
 
@@ -66,8 +74,12 @@ public sealed unsafe class GuestMemory
     {
         if ((address.Value & 1) == 0 && TryGetContiguous(address, 2, writable: false, out nint host) && (host & 1) == 0)
         {
-            // SAFETY: two bytes at an aligned host address inside a live region; aligned 16-bit loads are atomic.
-            value = Volatile.Read(ref *(ushort*)host);
+            unsafe
+            {
+                // SAFETY: two bytes at an aligned host address inside a live region; aligned 16-bit loads are atomic.
+                value = Volatile.Read(ref *(ushort*)host);
+            }
+
             return true;
         }
 
@@ -83,8 +95,12 @@ public sealed unsafe class GuestMemory
     {
         if ((address.Value & 1) == 0 && TryGetContiguous(address, 2, writable: true, out nint host) && (host & 1) == 0)
         {
-            // SAFETY: two bytes at an aligned host address inside a live, writable region; aligned stores are atomic.
-            Volatile.Write(ref *(ushort*)host, value);
+            unsafe
+            {
+                // SAFETY: two bytes at an aligned host address inside a live, writable region; aligned stores are atomic.
+                Volatile.Write(ref *(ushort*)host, value);
+            }
+
             return true;
         }
 

@@ -32,7 +32,7 @@ public ref struct GuestSegments
     public readonly GuestSegments GetEnumerator() => this;
 
     /// <summary>Advances to the next span.</summary>
-    public unsafe bool MoveNext()
+    public bool MoveNext()
     {
         if (_remaining == 0 || _regions is null)
         {
@@ -51,9 +51,12 @@ public ref struct GuestSegments
 
         ulong chunk = Math.Min(Math.Min(_remaining, r.Size - offset), MaxSpan);
 
-        // SAFETY: GuestMemory.IsRangeValid proved the whole range lies in contiguous live regions, so
-        // [offset, offset + chunk) is inside region r's host mapping, which the caller's lease keeps mapped.
-        _current = new Span<byte>((void*)(r.Host + (nint)offset), (int)chunk);
+        unsafe
+        {
+            // SAFETY: GuestMemory.IsRangeValid proved the whole range lies in contiguous live regions, so
+            // [offset, offset + chunk) is inside region r's host mapping, which the caller's lease keeps mapped.
+            _current = new Span<byte>((void*)(r.Host + (nint)offset), (int)chunk);
+        }
         _address += chunk;
         _remaining -= chunk;
         return true;

@@ -87,6 +87,22 @@ internal sealed partial class SplitVirtqueue
         Error = QueueError.NotReady;
     }
 
+    /// <summary>
+    /// Continues the used idx from the one already in the used ring (when a queue starts after SET_VRING_BASE, the
+    /// ring in guest memory is authoritative, as in libvhost-user). Call after a successful <see cref="Validate"/>.
+    /// </summary>
+    public bool TryResumeUsedIndexFromRing(GuestMemory memory)
+    {
+        if (Error != QueueError.None || !memory.TryLoadAcquire16(UsedIdxAddress, out ushort used))
+        {
+            return false;
+        }
+
+        NextUsed = used;
+        _signalledUsedValid = false;
+        return true;
+    }
+
     /// <summary>Returns the queue to its initial, unconfigured state (RESET_OWNER, GET_VRING_BASE).</summary>
     public void Reset()
     {

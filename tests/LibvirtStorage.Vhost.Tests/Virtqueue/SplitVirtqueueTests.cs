@@ -187,6 +187,26 @@ public sealed class SplitVirtqueueTests : IDisposable
         Assert.Equal(7, driver.UsedIdx);
     }
 
+    [Fact]
+    public void ResumeUsedIndex_TakesTheRingsValue()
+    {
+        var driver = new FakeDriver(Memory, 8);
+        driver.StartAt(1234);
+        var queue = new SplitVirtqueue();
+        Assert.False(queue.TryResumeUsedIndexFromRing(Memory)); // not validated yet
+        queue = driver.CreateQueue();
+        queue.SetIndices(1234, 0);
+        Assert.Equal(QueueError.None, queue.Validate(Memory));
+        Assert.True(queue.TryResumeUsedIndexFromRing(Memory));
+        Assert.Equal(1234, queue.NextUsed);
+        ushort head = driver.AddChain((Data, 1, true));
+        Assert.Equal(PopResult.Chain, queue.TryPopAvail(Memory, out DescriptorChain chain));
+        Assert.True(queue.AddUsed(Memory, chain.Head, 1));
+        Assert.True(driver.TryTakeUsed(out uint id, out _));
+        Assert.Equal(head, (ushort)id);
+        Assert.Equal(1235, driver.UsedIdx);
+    }
+
     private static SplitVirtqueue Configure(uint size, ulong desc, ulong avail, ulong used)
     {
         var queue = new SplitVirtqueue();
