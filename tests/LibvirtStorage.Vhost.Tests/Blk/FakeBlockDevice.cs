@@ -3,7 +3,7 @@ using LibvirtStorage.Vhost.Tests.Memory;
 namespace LibvirtStorage.Vhost.Tests.Blk;
 
 /// <summary>An in-memory <see cref="IBlockDevice"/> that records calls and checks every span it is handed.</summary>
-internal sealed class FakeBlockDevice : IBlockDevice
+internal class FakeBlockDevice : IBlockDevice
 {
     private readonly byte[] _data;
 
@@ -20,7 +20,7 @@ internal sealed class FakeBlockDevice : IBlockDevice
         Serial = serial;
     }
 
-    public long Capacity => _data.Length;
+    public virtual long Capacity => _data.Length;
 
     public int LogicalBlockSize { get; }
 
