@@ -35,6 +35,9 @@ internal class FakeBlockDevice : IBlockDevice
 
     public int SpansOutsideGuest { get; private set; }
 
+    /// <summary>Calls outside the device the handler should never have made (each also throws).</summary>
+    public int OutOfRangeCalls { get; private set; }
+
     public Exception? FailWith { get; set; }
 
     public int Reads { get; private set; }
@@ -89,6 +92,7 @@ internal class FakeBlockDevice : IBlockDevice
 
         if (offset < 0 || length < 0 || offset + length > _data.Length)
         {
+            OutOfRangeCalls++;
             throw new InvalidOperationException($"handler passed an out-of-range request {offset}+{length}");
         }
 
