@@ -30,8 +30,8 @@ internal readonly record struct VirtioBlkCompletion(VirtioBlkStatus? Status, uin
 /// </list>
 /// <para>
 /// IN and OUT hand the device spans of guest memory (zero copy, no allocation). Device exceptions are caught in
-/// <see cref="Execute"/> alone and become IOERR. Not thread-safe per instance only in the sense that the device
-/// must be: the handler itself is immutable.
+/// <see cref="Execute"/> alone and become IOERR. The handler is immutable, so all queue workers of an export can
+/// share it; the device must be thread-safe (see <see cref="IBlockDevice"/>).
 /// </para>
 /// </remarks>
 internal sealed class VirtioBlkHandler
