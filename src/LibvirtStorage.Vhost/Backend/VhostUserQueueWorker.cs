@@ -98,6 +98,7 @@ internal sealed class VhostUserQueueWorker
             }
 
             Interlocked.Increment(ref _batches);
+            bool completed = false;
             _queue.DisableNotification(mem);
             do
             {
@@ -105,11 +106,13 @@ internal sealed class VhostUserQueueWorker
                 {
                     uint written = _device.ProcessChain(_index, ref chain, mem);
                     _queue.AddUsed(mem, chain.Head, written);
+                    completed = true;
                 }
             }
             while (_queue.Error == QueueError.None && _queue.EnableNotification(mem));
 
-            bool notify = _queue.NeedsNotification(mem);
+            // Only a batch that published used entries may call (NeedsNotification also records what was signalled).
+            bool notify = completed && _queue.NeedsNotification(mem);
             if (_queue.Error != QueueError.None)
                 MarkBroken($"driver ring error: {_queue.Error}");
             if (notify && _call is not null)
