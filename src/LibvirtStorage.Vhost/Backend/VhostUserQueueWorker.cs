@@ -67,16 +67,24 @@ internal sealed class VhostUserQueueWorker
 
     private void Run()
     {
-        // Buffers may have been made available before the kick fd arrived (a restarted queue): look once.
-        RunBatch();
-        while (true)
+        try
         {
-            bool healthy = _broken is null;
-            if (Notifier.Wait(_kick, _stop, watchKick: healthy) == Notifier.WaitResult.Stop)
-                return;
-            Notifier.Drain(_kick);
-            if (healthy)
-                RunBatch();
+            // Buffers may have been made available before the kick fd arrived (a restarted queue): look once.
+            RunBatch();
+            while (true)
+            {
+                bool healthy = _broken is null;
+                if (Notifier.Wait(_kick, _stop, watchKick: healthy) == Notifier.WaitResult.Stop)
+                    return;
+                Notifier.Drain(_kick);
+                if (healthy)
+                    RunBatch();
+            }
+        }
+        catch (IOException ex)
+        {
+            // poll(2) itself failed (not a guest error): the queue stops; Stop still joins at once.
+            MarkBroken(ex.Message);
         }
     }
 
