@@ -134,6 +134,14 @@ internal sealed partial class BackendHarness : IDisposable
         return end;
     }
 
+    /// <summary>Negotiates, sends the memory table and starts queue 0 with its rings at GPA 0.</summary>
+    public QueueEnd StartServing(bool eventIdx = false)
+    {
+        Negotiate(eventIdx);
+        Assert.Equal(0UL, SendMemTable());
+        return StartQueue(0, 0x0, eventIdx: eventIdx);
+    }
+
     public static VhostUserVringAddress Address(int index, ulong ringBase, ulong userBase = UserBase) => new()
     {
         Index = (uint)index,

@@ -20,9 +20,7 @@ public class HandshakeTests
     public void A_posted_buffer_is_filled_completed_and_the_guest_called(bool eventIdx)
     {
         using var h = new BackendHarness();
-        h.Negotiate(eventIdx);
-        Assert.Equal(0UL, h.SendMemTable());
-        QueueEnd q = h.StartQueue(0, Ring0, eventIdx: eventIdx);
+        QueueEnd q = h.StartServing(eventIdx);
 
         ushort head = q.Driver.AddChain((Data, 16, false), (Data + 0x1000, 512, true));
         Assert.True(q.KickAndWaitForCall(), $"no call from the back-end; log:\n{h.LogText}");
@@ -66,9 +64,7 @@ public class HandshakeTests
     public void GET_VRING_BASE_stops_the_worker_and_a_restart_continues_from_the_returned_index()
     {
         using var h = new BackendHarness();
-        h.Negotiate();
-        Assert.Equal(0UL, h.SendMemTable());
-        QueueEnd q = h.StartQueue(0, Ring0);
+        QueueEnd q = h.StartServing();
         for (int i = 0; i < 3; i++)
         {
             q.Driver.AddChain((Data, 64, true));
@@ -101,9 +97,7 @@ public class HandshakeTests
     public void A_second_SET_MEM_TABLE_while_running_is_swapped_in_and_the_rings_revalidated()
     {
         using var h = new BackendHarness();
-        h.Negotiate();
-        Assert.Equal(0UL, h.SendMemTable());
-        QueueEnd q = h.StartQueue(0, Ring0);
+        QueueEnd q = h.StartServing();
         q.Driver.AddChain((Data, 64, true));
         Assert.True(q.KickAndWaitForCall());
         Assert.True(q.Driver.TryTakeUsed(out _, out _));
@@ -170,9 +164,7 @@ public class HandshakeTests
     public void RESET_DEVICE_stops_the_queues_and_resets_the_device()
     {
         using var h = new BackendHarness();
-        h.Negotiate();
-        Assert.Equal(0UL, h.SendMemTable());
-        QueueEnd q = h.StartQueue(0, Ring0);
+        QueueEnd q = h.StartServing();
         Assert.True(h.Backend.Dispatcher.Vring(0).IsStarted);
         Assert.Equal(0UL, h.Request(FrontendRequest.ResetDevice));
         Assert.False(h.Backend.Dispatcher.Vring(0).IsStarted);

@@ -179,9 +179,7 @@ public class HostileDispatchTests
     public void Ring_setup_changes_on_a_started_queue_are_nacked()
     {
         using var h = new BackendHarness();
-        h.Negotiate();
-        Assert.Equal(0UL, h.SendMemTable());
-        h.StartQueue(0, Ring);
+        h.StartServing();
         Assert.NotEqual(0UL, h.Request(FrontendRequest.SetVringNum, new VhostUserVringState(0, 32)));
         Assert.NotEqual(0UL, h.Request(FrontendRequest.SetVringAddr, BackendHarness.Address(0, 0x8000)));
         Assert.Contains("vring 0 is started", h.LogText, StringComparison.Ordinal);

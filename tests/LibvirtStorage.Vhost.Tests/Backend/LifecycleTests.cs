@@ -14,9 +14,7 @@ public class LifecycleTests
 
     private static QueueEnd Running(BackendHarness h)
     {
-        h.Negotiate(eventIdx: true);
-        Assert.Equal(0UL, h.SendMemTable());
-        QueueEnd q = h.StartQueue(0, 0x0, eventIdx: true);
+        QueueEnd q = h.StartServing(eventIdx: true);
         h.StartQueue(1, 0x4000, eventIdx: true);
         return q;
     }
