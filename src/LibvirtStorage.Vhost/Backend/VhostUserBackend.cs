@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using LibvirtStorage.Vhost.Protocol;
+using Microsoft.Extensions.Logging;
 
 namespace LibvirtStorage.Vhost.Backend;
 
@@ -14,17 +15,17 @@ internal sealed class VhostUserBackend : IDisposable
 {
     private readonly VhostUserConnection _connection;
     private readonly VhostUserRequestDispatcher _dispatcher;
-    private readonly Action<string> _log;
+    private readonly ILogger _logger;
     private readonly ManualResetEventSlim _stopped = new(initialState: true);
     private int _disposed;
 
     /// <summary>Takes ownership of a connected, blocking AF_UNIX stream socket.</summary>
-    public VhostUserBackend(SafeHandle socket, IVhostUserDevice device, Action<string> log)
+    public VhostUserBackend(SafeHandle socket, IVhostUserDevice device, ILogger logger)
     {
-        ArgumentNullException.ThrowIfNull(log);
-        _log = log;
+        ArgumentNullException.ThrowIfNull(logger);
+        _logger = logger;
         _connection = new VhostUserConnection(socket);
-        _dispatcher = new VhostUserRequestDispatcher(_connection, device, log);
+        _dispatcher = new VhostUserRequestDispatcher(_connection, device, logger);
     }
 
     /// <summary>The dispatcher (tests inspect vring state through it).</summary>
@@ -60,7 +61,7 @@ internal sealed class VhostUserBackend : IDisposable
 
             VhostUserProtocolException reason = _connection.BreakReason ?? _connection.Break("connection ended");
             _dispatcher.StopQueues();
-            _log($"vhost-user connection ended: {reason.Message}");
+            VhostUserLog.ConnectionEnded(_logger, reason.Message);
             return reason;
         }
         finally

@@ -1,6 +1,7 @@
 using LibvirtStorage.Vhost.Memory;
 using LibvirtStorage.Vhost.Virtqueue;
 using Microsoft.Win32.SafeHandles;
+using Microsoft.Extensions.Logging;
 
 namespace LibvirtStorage.Vhost.Backend;
 
@@ -26,7 +27,7 @@ internal sealed class VhostUserQueueWorker
     private readonly SafeFileHandle _kick;
     private readonly SafeFileHandle? _call;
     private readonly SafeFileHandle? _err;
-    private readonly Action<string> _log;
+    private readonly ILogger _logger;
     private readonly SafeFileHandle _stop = Notifier.CreateEventFd();
     private readonly Thread _thread;
     private GuestMemory? _validatedFor;
@@ -34,7 +35,7 @@ internal sealed class VhostUserQueueWorker
     private int _batches;
 
     public VhostUserQueueWorker(int index, SplitVirtqueue queue, GuestMemory validatedFor, GuestMemorySlot memory, IVhostUserDevice device,
-        SafeFileHandle kick, SafeFileHandle? call, SafeFileHandle? err, Action<string> log)
+        SafeFileHandle kick, SafeFileHandle? call, SafeFileHandle? err, ILogger logger)
     {
         _index = index;
         _queue = queue;
@@ -44,7 +45,7 @@ internal sealed class VhostUserQueueWorker
         _kick = kick;
         _call = call;
         _err = err;
-        _log = log;
+        _logger = logger;
         _thread = new Thread(Run) { IsBackground = true, Name = $"vhost-user queue {index}" };
         _thread.Start();
     }
@@ -136,7 +137,7 @@ internal sealed class VhostUserQueueWorker
     private void MarkBroken(string reason)
     {
         _broken = reason;
-        _log($"vhost-user queue {_index} broken: {reason}");
+        VhostUserLog.QueueBroken(_logger, _index, reason);
         if (_err is not null)
             Notifier.Signal(_err);
     }

@@ -2,6 +2,7 @@ using LibvirtStorage.Vhost.Memory;
 using LibvirtStorage.Vhost.Protocol;
 using LibvirtStorage.Vhost.Virtqueue;
 using Microsoft.Win32.SafeHandles;
+using Microsoft.Extensions.Logging;
 
 namespace LibvirtStorage.Vhost.Backend;
 
@@ -112,7 +113,7 @@ internal sealed partial class VhostUserRequestDispatcher
 
         if (message.Request != FrontendRequest.SetVringKick && !wasStarted)
             return null;
-        return vring.TryStart(Memory, _device, EventIdx, _log);
+        return vring.TryStart(Memory, _device, EventIdx, _logger);
     }
 
     private string? SetVringEnable(VhostUserVringState state)
@@ -128,6 +129,6 @@ internal sealed partial class VhostUserRequestDispatcher
             return null;
         }
 
-        return vring.TryStart(Memory, _device, EventIdx, _log);
+        return vring.TryStart(Memory, _device, EventIdx, _logger);
     }
 }

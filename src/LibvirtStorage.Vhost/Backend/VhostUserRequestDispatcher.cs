@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using LibvirtStorage.Vhost.Memory;
 using LibvirtStorage.Vhost.Protocol;
+using Microsoft.Extensions.Logging;
 
 namespace LibvirtStorage.Vhost.Backend;
 
@@ -40,22 +41,22 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
 
     private readonly VhostUserConnection _connection;
     private readonly IVhostUserDevice _device;
-    private readonly Action<string> _log;
+    private readonly ILogger _logger;
     private readonly VhostUserVring[] _vrings;
     private ulong _ackedFeatures;
     private bool _featuresAcked;
     private VhostUserProtocolFeatures _ackedProtocolFeatures;
 
-    public VhostUserRequestDispatcher(VhostUserConnection connection, IVhostUserDevice device, Action<string> log)
+    public VhostUserRequestDispatcher(VhostUserConnection connection, IVhostUserDevice device, ILogger logger)
     {
         ArgumentNullException.ThrowIfNull(connection);
         ArgumentNullException.ThrowIfNull(device);
-        ArgumentNullException.ThrowIfNull(log);
+        ArgumentNullException.ThrowIfNull(logger);
         if (device.NumQueues is < 1 or > 256 || !Virtqueue.SplitVirtqueue.IsValidSize((uint)device.MaxQueueSize))
             ThrowHelper.ArgumentOutOfRange(nameof(device), "a device has 1..256 queues and a power-of-two maximum queue size ≤ 32768");
         _connection = connection;
         _device = device;
-        _log = log;
+        _logger = logger;
         _vrings = new VhostUserVring[device.NumQueues];
         for (int i = 0; i < _vrings.Length; i++)
             _vrings[i] = new VhostUserVring(i);
@@ -96,7 +97,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
             ? $"refused ({message.Refusal})"
             : Dispatch(message);
         if (failure is not null)
-            _log($"vhost-user {Name(message)}: {failure}");
+            VhostUserLog.RequestFailed(_logger, Name(message), failure);
 
         if (!hasReplyBody && message.NeedReply && (_ackedProtocolFeatures & VhostUserProtocolFeatures.ReplyAck) != 0)
         {
@@ -190,7 +191,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
                 vring.Enabled = true;
             if (vring.IsStarted && eventIdxChanged)
                 vring.Stop();
-            string? error = vring.TryStart(Memory, _device, EventIdx, _log);
+            string? error = vring.TryStart(Memory, _device, EventIdx, _logger);
             if (error is not null)
                 return error;
         }
@@ -212,7 +213,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
         }
 
         // libvhost-user's convention, which QEMU reports as an error: an empty reply.
-        _log($"vhost-user GET_CONFIG: {header.ConfigSize} bytes at {header.Offset} refused");
+        VhostUserLog.RequestFailed(_logger, nameof(FrontendRequest.GetConfig), $"{header.ConfigSize} bytes at {header.Offset} refused");
         _connection.Reply(message.Header, default);
     }
 

@@ -1,6 +1,7 @@
 using LibvirtStorage.Vhost.Memory;
 using LibvirtStorage.Vhost.Virtqueue;
 using Microsoft.Win32.SafeHandles;
+using Microsoft.Extensions.Logging;
 
 namespace LibvirtStorage.Vhost.Backend;
 
@@ -48,7 +49,7 @@ internal sealed class VhostUserVring
     /// Starts the worker when the ring is ready: kick fd, addresses, size, enabled, and rings that validate against
     /// the current memory. Returns null (started or not ready yet) or why the rings are unusable.
     /// </summary>
-    public string? TryStart(GuestMemorySlot slot, IVhostUserDevice device, bool eventIdx, Action<string> log)
+    public string? TryStart(GuestMemorySlot slot, IVhostUserDevice device, bool eventIdx, ILogger logger)
     {
         if (IsStarted || Kick is null || !HasAddresses || Queue.Size == 0 || !Enabled)
             return null;
@@ -59,7 +60,7 @@ internal sealed class VhostUserVring
             return $"vring {Index} cannot start: {Queue.Error}";
         // The used ring in guest memory is authoritative for the used idx (a restarted queue continues from it).
         Queue.TryResumeUsedIndexFromRing(lease.Memory);
-        Worker = new VhostUserQueueWorker(Index, Queue, lease.Memory, slot, device, Kick, Call, Err, log);
+        Worker = new VhostUserQueueWorker(Index, Queue, lease.Memory, slot, device, Kick, Call, Err, logger);
         return null;
     }
 

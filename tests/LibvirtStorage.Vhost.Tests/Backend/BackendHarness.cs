@@ -23,7 +23,7 @@ internal sealed partial class BackendHarness : IDisposable
     private readonly Thread _runner;
     private readonly GuestRegion _region;
     private readonly GuestMemoryMap _driverMap;
-    private readonly List<string> _log = [];
+    private readonly ListLogger _log = new();
     private readonly List<SafeFileHandle> _eventFds = [];
 
     public BackendHarness(PatternDevice? device = null)
@@ -31,7 +31,7 @@ internal sealed partial class BackendHarness : IDisposable
         Device = device ?? new PatternDevice();
         var (frontend, backend) = UnixSocket.CreatePair();
         Frontend = new VhostUserFrontendChannel(frontend);
-        Backend = new VhostUserBackend(backend, Device, Log);
+        Backend = new VhostUserBackend(backend, Device, _log);
         _runner = new Thread(() => Ended = Backend.Run()) { IsBackground = true, Name = "test back-end" };
         _runner.Start();
         MemFd = TestNative.MemFd("guest", (long)MemorySize);
@@ -52,20 +52,7 @@ internal sealed partial class BackendHarness : IDisposable
 
     public VhostUserProtocolException? Ended { get; private set; }
 
-    public string LogText
-    {
-        get
-        {
-            lock (_log)
-                return string.Join("\n", _log);
-        }
-    }
-
-    private void Log(string line)
-    {
-        lock (_log)
-            _log.Add(line);
-    }
+    public string LogText => _log.Text;
 
     /// <summary>Sends a request with NEED_REPLY and returns the REPLY_ACK value (0 = success).</summary>
     public ulong Request<T>(FrontendRequest request, in T payload, ReadOnlySpan<SafeHandle> fds = default)

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using LibvirtStorage.Vhost.Backend;
 using LibvirtStorage.Vhost.Protocol;
 using LibvirtStorage.Vhost.Tests.Protocol;
+using Microsoft.Extensions.Logging.Abstractions;
 using Xunit;
 
 namespace LibvirtStorage.Vhost.Tests.Backend;
@@ -79,7 +80,7 @@ public class LifecycleTests
         using var cts = new CancellationTokenSource();
         var (frontendSocket, backendSocket) = UnixSocket.CreatePair();
         using var frontend = new VhostUserFrontendChannel(frontendSocket);
-        using var backend = new VhostUserBackend(backendSocket, new PatternDevice(), _ => { });
+        using var backend = new VhostUserBackend(backendSocket, new PatternDevice(), NullLogger.Instance);
         VhostUserProtocolException? ended = null;
         var run = new Thread(() => ended = backend.Run(cts.Token));
         run.Start();
