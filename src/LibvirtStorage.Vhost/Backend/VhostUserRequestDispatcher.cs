@@ -91,7 +91,6 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
         if (_connection.IsBroken)
             return false;
 
-        FrontendRequest request = message.Request;
         bool hasReplyBody = VhostUserMessageRules.For(message.Header.Request).HasReplyBody;
         string? failure = message.Refusal != VhostUserRefusal.None
             ? $"refused ({message.Refusal})"
@@ -117,7 +116,9 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
             Enum.IsDefined(m.Request) ? m.Request.ToString() : $"request {m.Header.Request}";
     }
 
-    // Returns null on success (replies already sent for GET_*), or why the request failed with state unchanged.
+    // Returns null on success (replies already sent for GET_*), or why the request failed. Checks come before any
+    // state change, except that a ring which cannot start (SET_FEATURES, SET_VRING_KICK/CALL/ERR/ENABLE) keeps the
+    // new setting and reports why it is not running.
     private string? Dispatch(VhostUserMessage message)
     {
         switch (message.Request)
