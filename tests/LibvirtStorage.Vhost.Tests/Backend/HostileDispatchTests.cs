@@ -185,4 +185,25 @@ public class HostileDispatchTests
         Assert.Contains("vring 0 is started", h.LogText, StringComparison.Ordinal);
         Assert.True(h.Backend.Dispatcher.Vring(0).IsStarted);
     }
+
+    [Fact]
+    public void A_ring_the_driver_corrupts_marks_only_that_queue_broken_and_signals_its_error_fd()
+    {
+        using var h = new BackendHarness();
+        QueueEnd q = h.StartServing();
+        var err = h.EventFd();
+        Assert.Equal(0UL, h.Request(FrontendRequest.SetVringErr, new VhostUserU64(0), [err]));
+        QueueEnd other = h.StartQueue(1, 0x4000);
+
+        q.Driver.SetAvailIdx(1000); // more than the queue size ahead of last_avail_idx
+        TestNative.WriteU64(q.Kick, 1);
+        Assert.True(BackendHarness.WaitReadable(err, 5000), h.LogText);
+        Assert.Contains("queue 0 broken: driver ring error: AvailIndexTooFar", h.LogText, StringComparison.Ordinal);
+        Assert.Equal(0, h.Device.Chains);
+
+        // The other queue and the connection go on.
+        other.Driver.AddChain((0x20000, 32, true));
+        Assert.True(other.KickAndWaitForCall(), h.LogText);
+        AssertStillServing(h);
+    }
 }

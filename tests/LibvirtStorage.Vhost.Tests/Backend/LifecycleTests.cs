@@ -128,4 +128,34 @@ public class LifecycleTests
             Assert.True(h.WaitEnded());
         }
     }
+
+    [Fact]
+    public void Memory_tables_swapped_while_the_guest_submits_never_lose_a_request()
+    {
+        using var h = new BackendHarness();
+        QueueEnd q = h.StartServing(eventIdx: true);
+        const int Requests = 400;
+        string? failure = null;
+        var guest = new Thread(() =>
+        {
+            for (int i = 0; i < Requests && failure is null; i++)
+            {
+                ushort head = q.Driver.AddChain((Data + ((ulong)(i % 16) * 0x100), 64, true));
+                if (!q.KickAndWaitForCall() || !q.Driver.TryTakeUsed(out uint id, out uint length) || id != head || length != 64)
+                    failure = $"request {i} was not completed";
+                q.Driver.SetUsedEvent(q.Driver.LastUsedSeen);
+            }
+        });
+        guest.Start();
+        int swaps = 0;
+        while (guest.IsAlive)
+        {
+            Assert.Equal(0UL, h.SendMemTable()); // a fresh mapping each time; the old one goes after the last lease
+            swaps++;
+        }
+
+        guest.Join();
+        Assert.True(failure is null, $"{failure} (after {swaps} swaps); log:\n{h.LogText}");
+        Assert.Equal(Requests, h.Device.Chains);
+    }
 }
