@@ -12,9 +12,9 @@ namespace LibvirtStorage.Vhost;
 /// </summary>
 /// <remarks>
 /// Threading: <see cref="ProcessChain"/> runs on the worker thread of its queue (one thread per queue today, so
-/// calls for one queue never overlap; calls for different queues may). The defaulted members run on the
-/// connection thread while no worker is processing the queues they affect only for <see cref="Reset"/>; config
-/// access may race with workers and must be safe for that.
+/// calls for one queue never overlap; calls for different queues may). It must not block indefinitely: stopping a
+/// queue (GET_VRING_BASE, reset, disconnect) waits for the call in progress. The other members run on the
+/// connection thread: <see cref="Reset"/> after every worker has stopped, the others possibly while workers run.
 /// </remarks>
 internal interface IVhostUserDevice
 {

@@ -15,8 +15,8 @@ namespace LibvirtStorage.Vhost.Backend;
 /// While the worker runs it owns the queue; the dispatcher touches the queue again only after <see cref="Stop"/>
 /// returned. The kick and call fds belong to the dispatcher's vring state and outlive the worker. A memory table
 /// swap needs no stop: each batch leases the current map and revalidates the rings when the map changed. A ring
-/// error marks the queue broken (the driver sees nothing more on it; the error eventfd is signalled, as QEMU's
-/// NEEDS_RESET path expects) and the worker then only waits for its stop.
+/// error marks the queue broken (the driver sees nothing more on it; the error eventfd, if the front-end set
+/// one, is signalled and QEMU reports it) and the worker then only waits for its stop.
 /// </remarks>
 internal sealed class VhostUserQueueWorker
 {
