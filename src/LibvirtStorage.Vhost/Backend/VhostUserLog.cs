@@ -1,0 +1,19 @@
+using Microsoft.Extensions.Logging;
+
+namespace LibvirtStorage.Vhost.Backend;
+
+/// <summary>The back-end's log events (source-generated, so nothing is formatted unless the level is enabled).</summary>
+internal static partial class VhostUserLog
+{
+    /// <summary>A front-end request failed; the connection was nacked (REPLY_ACK) or broken.</summary>
+    [LoggerMessage(EventId = 1, Level = LogLevel.Warning, Message = "vhost-user {Request}: {Reason}")]
+    public static partial void RequestFailed(ILogger logger, string request, string reason);
+
+    /// <summary>A queue stopped serving the driver (a ring error, or a device failure).</summary>
+    [LoggerMessage(EventId = 2, Level = LogLevel.Warning, Message = "vhost-user queue {Queue} broken: {Reason}")]
+    public static partial void QueueBroken(ILogger logger, int queue, string reason);
+
+    /// <summary>The connection ended (front-end gone, rules broken, or shutdown).</summary>
+    [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "vhost-user connection ended: {Reason}")]
+    public static partial void ConnectionEnded(ILogger logger, string reason);
+}

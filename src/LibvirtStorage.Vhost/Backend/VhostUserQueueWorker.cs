@@ -1,0 +1,144 @@
+using LibvirtStorage.Vhost.Memory;
+using LibvirtStorage.Vhost.Virtqueue;
+using Microsoft.Win32.SafeHandles;
+using Microsoft.Extensions.Logging;
+
+namespace LibvirtStorage.Vhost.Backend;
+
+/// <summary>
+/// The thread that serves one started queue: it blocks in poll(2) on the kick eventfd and its own stop eventfd,
+/// and per kick runs one batch under a memory lease (virtio 1.2 §2.7.10; the loop in Virtqueue's README):
+/// disable notifications, pop and complete chains, re-enable notifications and pop again if the driver added
+/// more meanwhile, then signal the call eventfd if <see cref="SplitVirtqueue.NeedsNotification"/> says so.
+/// </summary>
+/// <remarks>
+/// While the worker runs it owns the queue; the dispatcher touches the queue again only after <see cref="Stop"/>
+/// returned. The kick and call fds belong to the dispatcher's vring state and outlive the worker. A memory table
+/// swap needs no stop: each batch leases the current map and revalidates the rings when the map changed. A ring
+/// error marks the queue broken (the driver sees nothing more on it; the error eventfd, if the front-end set
+/// one, is signalled and QEMU reports it) and the worker then only waits for its stop.
+/// </remarks>
+internal sealed class VhostUserQueueWorker
+{
+    private readonly int _index;
+    private readonly SplitVirtqueue _queue;
+    private readonly GuestMemorySlot _memory;
+    private readonly IVhostUserDevice _device;
+    private readonly SafeFileHandle _kick;
+    private readonly SafeFileHandle? _call;
+    private readonly SafeFileHandle? _err;
+    private readonly ILogger _logger;
+    private readonly SafeFileHandle _stop = Notifier.CreateEventFd();
+    private readonly Thread _thread;
+    private GuestMemory? _validatedFor;
+    private volatile string? _broken;
+    private int _batches;
+
+    public VhostUserQueueWorker(int index, SplitVirtqueue queue, GuestMemory validatedFor, GuestMemorySlot memory, IVhostUserDevice device,
+        SafeFileHandle kick, SafeFileHandle? call, SafeFileHandle? err, ILogger logger)
+    {
+        _index = index;
+        _queue = queue;
+        _validatedFor = validatedFor;
+        _memory = memory;
+        _device = device;
+        _kick = kick;
+        _call = call;
+        _err = err;
+        _logger = logger;
+        _thread = new Thread(Run) { IsBackground = true, Name = $"vhost-user queue {index}" };
+        _thread.Start();
+    }
+
+    /// <summary>Why the queue stopped serving the driver, or null while it is healthy.</summary>
+    public string? BrokenReason => _broken;
+
+    /// <summary>Batches run so far (tests).</summary>
+    public int Batches => Volatile.Read(ref _batches);
+
+    /// <summary>Wakes the thread, waits for it to finish its batch and exit, and closes the stop fd. Idempotent.</summary>
+    public void Stop()
+    {
+        if (_stop.IsClosed)
+            return;
+        Notifier.Signal(_stop);
+        _thread.Join();
+        _stop.Dispose();
+    }
+
+    private void Run()
+    {
+        try
+        {
+            // Buffers may have been made available before the kick fd arrived (a restarted queue): look once.
+            RunBatch();
+            while (true)
+            {
+                bool healthy = _broken is null;
+                if (Notifier.Wait(_kick, _stop, watchKick: healthy) == Notifier.WaitResult.Stop)
+                    return;
+                Notifier.Drain(_kick);
+                if (healthy)
+                    RunBatch();
+            }
+        }
+        catch (IOException ex)
+        {
+            // poll(2) itself failed (not a guest error): the queue stops; Stop still joins at once.
+            MarkBroken(ex.Message);
+        }
+    }
+
+    private void RunBatch()
+    {
+        try
+        {
+            using GuestMemoryLease lease = _memory.Acquire();
+            GuestMemory mem = lease.Memory;
+            if (!ReferenceEquals(mem, _validatedFor))
+            {
+                // SET_MEM_TABLE / ADD_MEM_REG / REM_MEM_REG swapped the map: the rings must still lie inside it.
+                _validatedFor = mem;
+                if (_queue.Validate(mem) != QueueError.None)
+                {
+                    MarkBroken($"rings outside the new memory table ({_queue.Error})");
+                    return;
+                }
+            }
+
+            Interlocked.Increment(ref _batches);
+            bool completed = false;
+            _queue.DisableNotification(mem);
+            do
+            {
+                while (_queue.TryPopAvail(mem, out DescriptorChain chain) == PopResult.Chain)
+                {
+                    uint written = _device.ProcessChain(_index, ref chain, mem);
+                    _queue.AddUsed(mem, chain.Head, written);
+                    completed = true;
+                }
+            }
+            while (_queue.Error == QueueError.None && _queue.EnableNotification(mem));
+
+            // Only a batch that published used entries may call (NeedsNotification also records what was signalled).
+            bool notify = completed && _queue.NeedsNotification(mem);
+            if (_queue.Error != QueueError.None)
+                MarkBroken($"driver ring error: {_queue.Error}");
+            if (notify && _call is not null)
+                Notifier.Signal(_call);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // A device bug must not take the process down; the queue stops and says why.
+            MarkBroken($"device failed: {ex.GetType().Name}: {ex.Message}");
+        }
+    }
+
+    private void MarkBroken(string reason)
+    {
+        _broken = reason;
+        VhostUserLog.QueueBroken(_logger, _index, reason);
+        if (_err is not null)
+            Notifier.Signal(_err);
+    }
+}
