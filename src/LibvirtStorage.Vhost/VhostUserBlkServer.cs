@@ -29,8 +29,9 @@ public sealed record VhostUserBlkOptions
 /// <see cref="Listen"/> owns a socket at a path: each accepted front-end gets a <see cref="VhostUserBackend"/>
 /// running on a thread of its own; when it disconnects the server accepts the next one (QEMU's reconnect). A
 /// second front-end that connects while one is served is accepted and closed at once, and logged; the first keeps
-/// working. <see cref="FromConnectedFd"/> serves one already-connected socket (the <c>--fd</c> convention) and
-/// completes when it ends.
+/// working (a newcomer first waits up to a second for the active connection to end, so an immediate reconnect
+/// whose old connection is still tearing down is served, not refused). <see cref="FromConnectedFd"/> serves one
+/// already-connected socket (the <c>--fd</c> convention) and completes when it ends.
 /// </para>
 /// <para>
 /// <see cref="Start"/> begins; <see cref="Completion"/> ends when the server stops (or, for an fd, when its
@@ -40,6 +41,9 @@ public sealed record VhostUserBlkOptions
 /// </remarks>
 public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
 {
+    /// <summary>How long a new front-end waits for the previous connection to end before it is refused.</summary>
+    private static readonly TimeSpan ReconnectGrace = TimeSpan.FromSeconds(1);
+
     private readonly VirtioBlkDevice _device;
     private readonly ILogger _logger;
     private readonly VhostUserListener? _listener;
@@ -163,6 +167,13 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
                 {
                     break;
                 }
+
+                // A front-end that reconnects at once may arrive before its old connection has seen the end of
+                // stream and torn down: give the active one a moment to finish before refusing the newcomer.
+                Thread? previous;
+                lock (_gate)
+                    previous = _active;
+                previous?.Join(ReconnectGrace);
 
                 lock (_gate)
                 {

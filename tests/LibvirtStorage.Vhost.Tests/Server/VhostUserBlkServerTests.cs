@@ -99,7 +99,7 @@ public sealed class VhostUserBlkServerTests : IDisposable
     }
 
     [Fact]
-    public async Task After_a_disconnect_the_next_front_end_is_served()
+    public async Task A_front_end_that_reconnects_at_once_is_served()
     {
         var device = new FakeBlockDevice();
         await using VhostUserBlkServer server = Listen(device);
@@ -107,7 +107,6 @@ public sealed class VhostUserBlkServerTests : IDisposable
         using (BlkGuest first = BlkGuest.Connect(SocketPath).Start())
             Assert.Equal((byte)VirtioBlkStatus.Ok, first.Request(VirtioBlkRequestType.Out, 8, data).Status);
 
-        Assert.True(SpinWait.SpinUntil(() => !server.IsServing, 10_000), "the first connection did not end");
         using BlkGuest again = BlkGuest.Connect(SocketPath).Start();
         Assert.Equal(data, again.Request(VirtioBlkRequestType.In, 8, inputLength: 4096).Input);
         Assert.Equal(2, server.ConnectionCount);
