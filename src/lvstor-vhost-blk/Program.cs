@@ -40,7 +40,7 @@ internal static class Program
         {
             return await RunAsync(options, log).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException
+        catch (Exception e) when (e is LibvirtStorageException or IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException
                                       or System.Net.Sockets.SocketException or PlatformNotSupportedException)
         {
             log.LogError("{Message}", e.Message);
