@@ -167,6 +167,13 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
                 {
                     break;
                 }
+                catch (System.Net.Sockets.SocketException e)
+                {
+                    // EMFILE, ENOBUFS, ...: the listener is still good, so keep serving after a pause.
+                    VhostUserBlkServerLog.AcceptFailed(_logger, e, _listener.Path);
+                    await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
+                    continue;
+                }
 
                 // A front-end that reconnects at once may arrive before its old connection has seen the end of
                 // stream and torn down: give the active one a moment to finish before refusing the newcomer.
@@ -261,6 +268,9 @@ internal static partial class VhostUserBlkServerLog
 
     [LoggerMessage(EventId = 32, Level = LogLevel.Warning, Message = "vhost-user-blk {Path}: a second front-end connected while one is served; closed it")]
     public static partial void SecondFrontendRefused(ILogger logger, string path);
+
+    [LoggerMessage(EventId = 34, Level = LogLevel.Error, Message = "vhost-user-blk {Path}: accept failed")]
+    public static partial void AcceptFailed(ILogger logger, Exception error, string path);
 
     [LoggerMessage(EventId = 33, Level = LogLevel.Error, Message = "vhost-user-blk front-end {Number} failed")]
     public static partial void ConnectionFailed(ILogger logger, Exception error, int number);
