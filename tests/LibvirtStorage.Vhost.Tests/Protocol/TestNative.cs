@@ -103,6 +103,13 @@ internal static unsafe partial class TestNative
         return Directory.GetFiles("/proc/self/fd").Length;
     }
 
+    /// <summary>Whether <paramref name="fd"/> becomes readable within <paramref name="milliseconds"/> (poll(2)).</summary>
+    public static bool WaitReadable(SafeHandle fd, int milliseconds)
+    {
+        var request = new PollFd { Fd = (int)fd.DangerousGetHandle(), Events = 1 /* POLLIN */ };
+        return poll(&request, 1, milliseconds) == 1;
+    }
+
     public static (VhostUserFrontendChannel Frontend, VhostUserConnection Backend) Pair()
     {
         var (a, b) = UnixSocket.CreatePair();
@@ -138,4 +145,15 @@ internal static unsafe partial class TestNative
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int shutdown(int fd, int how);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int poll(PollFd* fds, nuint count, int timeout);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
 }

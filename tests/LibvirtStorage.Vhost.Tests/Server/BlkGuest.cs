@@ -134,8 +134,7 @@ internal sealed class BlkGuest : IDisposable
 
     private bool WaitCall()
     {
-        var poll = new PollFd { Fd = (int)_call.DangerousGetHandle(), Events = 1 };
-        if (Poll(ref poll, 1, 10_000) != 1)
+        if (!TestNative.WaitReadable(_call, 10_000))
             return false;
         TestNative.ReadU64(_call);
         return true;
@@ -165,15 +164,4 @@ internal sealed class BlkGuest : IDisposable
         segments.CopyTo(bytes);
         return bytes;
     }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct PollFd
-    {
-        public int Fd;
-        public short Events;
-        public short Revents;
-    }
-
-    [DllImport("libc", EntryPoint = "poll", SetLastError = true)]
-    private static extern int Poll(ref PollFd fds, nuint count, int timeout);
 }
