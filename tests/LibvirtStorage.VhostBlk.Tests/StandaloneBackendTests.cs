@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Text.Json;
 using LibvirtStorage.Vhost.Blk;
+using LibvirtStorage.Vhost.Protocol;
+using LibvirtStorage.Vhost.Tests.Protocol;
 using LibvirtStorage.Vhost.Tests.Server;
 using Xunit;
 
@@ -79,5 +81,33 @@ public sealed class StandaloneBackendTests : IDisposable
         Assert.False(File.Exists(socket));
         Assert.Equal(0, Tools.Run("qemu-img", "check", "-q", image).Exit);
         Assert.True(Tools.QemuIoPatternMatches(image, 0xc3, 8 * 512, 4096));
+    }
+
+    [Fact]
+    public async Task Serves_an_inherited_fd_and_exits_0_when_the_front_end_leaves()
+    {
+        string image = Path.Combine(_dir, "disk.qcow2");
+        Tools.CreateQcow2(image, "4M");
+        var (frontend, backendEnd) = UnixSocket.CreatePair();
+        Process backend;
+        using (backendEnd)
+        {
+            TestNative.Inherit(backendEnd);
+            string fd = ((int)backendEnd.DangerousGetHandle()).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            backend = Tools.StartBackend("--fd", fd, "--image", image);
+        }
+
+        using (backend)
+        {
+            Task<string> log = backend.StandardError.ReadToEndAsync();
+            byte[] data = new byte[512];
+            Array.Fill(data, (byte)0x77);
+            using (BlkGuest guest = BlkGuest.Over(frontend).Start())
+                Assert.Equal((byte)VirtioBlkStatus.Ok, guest.Request(VirtioBlkRequestType.Out, 1, data).Status);
+
+            Assert.True(backend.WaitForExit(30_000), "the back-end did not exit after its --fd connection ended");
+            Assert.True(backend.ExitCode == 0, await log);
+            Assert.True(Tools.QemuIoPatternMatches(image, 0x77, 512, 512));
+        }
     }
 }

@@ -103,6 +103,13 @@ internal static unsafe partial class TestNative
         return Directory.GetFiles("/proc/self/fd").Length;
     }
 
+    /// <summary>Lets a child process inherit <paramref name="fd"/> (clears FD_CLOEXEC), for <c>--fd</c>.</summary>
+    public static void Inherit(SafeHandle fd)
+    {
+        if (fcntl((int)fd.DangerousGetHandle(), 2 /* F_SETFD */, 0) != 0)
+            throw new IOException($"fcntl(F_SETFD) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
     /// <summary>Whether <paramref name="fd"/> becomes readable within <paramref name="milliseconds"/> (poll(2)).</summary>
     public static bool WaitReadable(SafeHandle fd, int milliseconds)
     {
@@ -145,6 +152,9 @@ internal static unsafe partial class TestNative
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int shutdown(int fd, int how);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fcntl(int fd, int cmd, int arg);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int poll(PollFd* fds, nuint count, int timeout);
