@@ -53,6 +53,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
     private Thread? _active;
     private Task? _loop;
     private int _connections;
+    private int _disposed;
 
     private VhostUserBlkServer(IBlockDevice device, VhostUserBlkOptions options, ILogger logger, VhostUserListener? listener, SafeFileHandle? fd)
     {
@@ -132,17 +133,18 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
     }
 
     /// <summary>Stops accepting, ends the connection being served and waits for every thread.</summary>
-    public async Task StopAsync()
+    public Task StopAsync()
     {
-        _stop.Cancel();
-        if (_loop is not null)
-            await _loop.ConfigureAwait(false);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        return StopCoreAsync();
     }
 
     /// <summary>Stops, then releases the socket.</summary>
     public async ValueTask DisposeAsync()
     {
-        await StopAsync().ConfigureAwait(false);
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        await StopCoreAsync().ConfigureAwait(false);
         _listener?.Dispose();
         _connectedFd?.Dispose();
         _stop.Dispose();
@@ -150,6 +152,13 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
 
     /// <summary>Stops (blocking), then releases the socket.</summary>
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    private async Task StopCoreAsync()
+    {
+        _stop.Cancel();
+        if (_loop is not null)
+            await _loop.ConfigureAwait(false);
+    }
 
     private async Task AcceptLoopAsync()
     {

@@ -125,6 +125,8 @@ public sealed class VhostUserBlkServerTests : IDisposable
         AssertClosed(guest);
         await server.DisposeAsync();
         Assert.False(File.Exists(SocketPath));
+        await server.DisposeAsync(); // a second dispose does nothing
+        await Assert.ThrowsAsync<ObjectDisposedException>(server.StopAsync);
     }
 
     [Fact]
