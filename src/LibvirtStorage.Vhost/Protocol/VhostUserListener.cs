@@ -46,10 +46,14 @@ internal sealed class VhostUserListener : IDisposable
     }
 
     /// <summary>Waits for the next front-end and returns its connection (the caller owns it).</summary>
-    public async Task<VhostUserConnection> AcceptAsync(CancellationToken cancellationToken)
+    public async Task<VhostUserConnection> AcceptAsync(CancellationToken cancellationToken) =>
+        new(await AcceptSocketAsync(cancellationToken).ConfigureAwait(false));
+
+    /// <summary>Waits for the next front-end and returns its blocking socket fd (the caller owns it).</summary>
+    public async Task<Microsoft.Win32.SafeHandles.SafeFileHandle> AcceptSocketAsync(CancellationToken cancellationToken)
     {
         using var accepted = await _socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
-        return new VhostUserConnection(UnixSocket.DuplicateBlocking(accepted.SafeHandle));
+        return UnixSocket.DuplicateBlocking(accepted.SafeHandle);
     }
 
     /// <summary>Stops listening and removes the socket file.</summary>

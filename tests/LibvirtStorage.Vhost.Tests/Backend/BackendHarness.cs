@@ -161,22 +161,7 @@ internal sealed partial class BackendHarness : IDisposable
     }
 
     /// <summary>Whether <paramref name="fd"/> becomes readable within <paramref name="milliseconds"/>.</summary>
-    public static bool WaitReadable(SafeHandle fd, int milliseconds)
-    {
-        var poll = new PollFd { Fd = (int)fd.DangerousGetHandle(), Events = 1 };
-        return PollOne(ref poll, 1, milliseconds) == 1;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct PollFd
-    {
-        public int Fd;
-        public short Events;
-        public short Revents;
-    }
-
-    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
-    private static partial int PollOne(ref PollFd fds, nuint count, int timeout);
+    public static bool WaitReadable(SafeHandle fd, int milliseconds) => TestNative.WaitReadable(fd, milliseconds);
 }
 
 /// <summary>The guest side of one started queue: its driver and the two eventfds.</summary>

@@ -103,6 +103,20 @@ internal static unsafe partial class TestNative
         return Directory.GetFiles("/proc/self/fd").Length;
     }
 
+    /// <summary>Lets a child process inherit <paramref name="fd"/> (clears FD_CLOEXEC), for <c>--fd</c>.</summary>
+    public static void Inherit(SafeHandle fd)
+    {
+        if (fcntl((int)fd.DangerousGetHandle(), 2 /* F_SETFD */, 0) != 0)
+            throw new IOException($"fcntl(F_SETFD) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    /// <summary>Whether <paramref name="fd"/> becomes readable within <paramref name="milliseconds"/> (poll(2)).</summary>
+    public static bool WaitReadable(SafeHandle fd, int milliseconds)
+    {
+        var request = new PollFd { Fd = (int)fd.DangerousGetHandle(), Events = 1 /* POLLIN */ };
+        return poll(&request, 1, milliseconds) == 1;
+    }
+
     public static (VhostUserFrontendChannel Frontend, VhostUserConnection Backend) Pair()
     {
         var (a, b) = UnixSocket.CreatePair();
@@ -138,4 +152,18 @@ internal static unsafe partial class TestNative
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int shutdown(int fd, int how);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fcntl(int fd, int cmd, int arg);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int poll(PollFd* fds, nuint count, int timeout);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
 }
