@@ -2,6 +2,7 @@
 # Build the minimal test guest for the vhost-user-blk guest tests.
 #
 #   build-guest.sh            -> prints the guest folder (contains vmlinuz, initrd.img, kernel-version)
+#   LVSTOR_GUEST_FIO=1 build-guest.sh   -> also initrd-fio.img (initrd.img + the host's fio and its libraries)
 #
 # The kernel comes from Debian's archive only (apt-get download + dpkg -x, nothing is installed);
 # the initramfs is busybox-static + the six virtio modules + our /init (guest-init.sh).
@@ -12,6 +13,7 @@
 #   LVSTOR_GUEST_DIR    cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/lvstor-guest)
 #   LVSTOR_GUEST_KPKG   kernel package (default: what linux-image-amd64 currently depends on,
 #                       e.g. linux-image-6.1.0-56-amd64)
+#   LVSTOR_GUEST_FIO=1  also build initrd-fio.img for lvstor.task=fio (installs fio on the host)
 #   LVSTOR_NO_APT=1     never call apt-get install (fail if a tool is missing)
 set -euo pipefail
 
@@ -29,6 +31,8 @@ command -v dpkg-deb >/dev/null || need_pkgs+=(dpkg)
 command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
 command -v qemu-storage-daemon >/dev/null || need_pkgs+=(qemu-system-common)
 command -v qemu-img >/dev/null || need_pkgs+=(qemu-utils)
+fio=${LVSTOR_GUEST_FIO:-0}
+[ "$fio" = 1 ] && { command -v fio >/dev/null || need_pkgs+=(fio); }
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     [ "${LVSTOR_NO_APT:-0}" = 1 ] && die "missing packages: ${need_pkgs[*]}"
     log "installing ${need_pkgs[*]}"
@@ -53,7 +57,7 @@ mkdir -p "$out"
 # Stamp = kernel package + checksum of everything that goes into the initramfs.
 stamp=$(cat "$here/guest-init.sh" "$0" | md5sum | cut -d' ' -f1)
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$kpkg $stamp" ] \
-   && [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.img" ]; then
+   && [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.img" ] && { [ "$fio" != 1 ] || [ -f "$out/initrd-fio.img" ]; }; then
     echo "$out"
     exit 0
 fi
@@ -106,6 +110,24 @@ for m in $wanted; do place "$m"; done
 log "modules: $(tr '\n' ' ' < "$r/etc/modules")"
 install -m 0755 "$here/guest-init.sh" "$r/init"
 (cd "$r" && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$tmp/initrd.img"
+
+# fio layer: the host's fio binary plus its whole ldd closure (~65 libraries, ~80 MB unpacked, with
+# ceph/gluster engines), as a second cpio appended to the first: the kernel unpacks concatenated
+# archives one after the other. Host and guest libc are the same Debian's, so the binary just runs.
+if [ "$fio" = 1 ]; then
+    f=$tmp/fio
+    mkdir -p "$f/bin" "$f/etc"
+    cp "$(command -v fio)" "$f/bin/fio"
+    for l in $(ldd "$(command -v fio)" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+        mkdir -p "$f$(dirname "$l")"
+        cp -L "$l" "$f$l"
+    done
+    : > "$f/etc/ld.so.conf"
+    (cd "$f" && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$tmp/fio.cpio.gz"
+    cat "$tmp/initrd.img" "$tmp/fio.cpio.gz" > "$tmp/initrd-fio.img"
+    mv -f "$tmp/initrd-fio.img" "$out/initrd-fio.img"
+    log "fio layer: $(du -h "$out/initrd-fio.img" | cut -f1) initramfs with $(fio --version)"
+fi
 
 cp "$tmp/k/boot/vmlinuz-$kver" "$tmp/vmlinuz"
 mv -f "$tmp/vmlinuz" "$out/vmlinuz"

@@ -6,12 +6,16 @@
 #   lvstor.task=write-verify    check lvstor.expect regions, write lvstor.write regions (O_DIRECT + fsync),
 #                               drop caches, read them back and compare
 #   lvstor.task=verify          only check lvstor.expect regions (e.g. after a reboot or back-end restart)
+#   lvstor.task=fio             (initrd-fio.img only) run fio jobs with verify=crc32c, see lvstor.fio
 #   lvstor.dev=/dev/vda         the disk (default /dev/vda)
 #   lvstor.size=BYTES           optional: the expected disk size (suffixes K M G)
 #   lvstor.expect=SPEC,...      regions that must already hold a byte pattern
 #   lvstor.write=SPEC,...       regions to fill with a byte pattern
 #   lvstor.seq=MIB              optional: also time a sequential O_DIRECT write + read of MIB MiB
 #                               at the end of the disk (the data there is then zeros)
+#   lvstor.fio=JOB,...          fio jobs RW:BS:IODEPTH[:SIZE], default randwrite:4k:32:64M,write:1M:8:128M;
+#                               each writes SIZE bytes (libaio, O_DIRECT) from offset 0 of the disk, then
+#                               reads them back and checks crc32c (verify_fatal)
 # SPEC = PATTERN@OFFSET+LENGTH, e.g. 0xab@1M+8M (PATTERN one byte in hex; OFFSET, LENGTH multiples of 4K).
 #
 # Output on the serial console, one machine-readable line at the end:
@@ -108,6 +112,23 @@ case "$TASK" in
         sync; echo 3 > /proc/sys/vm/drop_caches
         each check "$WRITE"
         say "write+verify took $(echo "$(up) $t0" | awk '{printf "%.2f", $1 - $2}') s";;
+    fio)
+        command -v fio >/dev/null || fail "no fio in this initramfs (use initrd-fio.img)"
+        for j in $(arg lvstor.fio randwrite:4k:32:64M,write:1M:8:128M | tr ',' ' '); do
+            set -- $(echo "$j" | tr ':' ' ')
+            [ $# -ge 3 ] || fail "bad fio job '$j' (want RW:BS:IODEPTH[:SIZE])"
+            t0=$(up)
+            if fio --name="$1-$2-qd$3" --filename="$DEV" --rw="$1" --bs="$2" --iodepth="$3" \
+                   --ioengine=libaio --direct=1 --size="${4:-64M}" --verify=crc32c --do_verify=1 \
+                   --verify_fatal=1 --randrepeat=0 --output=/tmp/fio.out >/dev/null 2>/tmp/fio.err; then
+                iops=$(grep -o 'IOPS=[^,]*' /tmp/fio.out | tr '\n' ' ')
+                say "fio $j ok ${iops}took $(echo "$(up) $t0" | awk '{printf "%.2f", $1 - $2}') s"
+                CHECKS=$((CHECKS + 1))
+            else
+                cat /tmp/fio.out /tmp/fio.err
+                fail "fio $j failed"
+            fi
+        done;;
     *) fail "unknown task '$TASK'";;
 esac
 

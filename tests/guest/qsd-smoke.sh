@@ -26,7 +26,7 @@ die() { log "FAIL: $*"; exit 1; }
 for t in qemu-img qemu-io qemu-storage-daemon qemu-system-x86_64; do
     command -v "$t" >/dev/null || die "$t not found (build-guest.sh installs it)"
 done
-"$here/build-guest.sh" >/dev/null
+"$here/build-guest.sh" >/dev/null || die "build-guest.sh failed"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/lvstor-qsd-smoke.XXXXXX")
 qsd_pid=

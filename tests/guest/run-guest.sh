@@ -6,6 +6,7 @@
 # TASK and each KEY=VALUE become lvstor.task=TASK lvstor.KEY=VALUE on the guest's kernel command line
 # (see guest-init.sh), e.g.
 #   run-guest.sh /run/x.sock write-verify write=0xab@1M+8M,0x5a@100M+4M expect=0x11@32M+1M size=1G
+#   run-guest.sh /run/x.sock fio fio=randwrite:4k:32:64M,randrw:4k:16:32M,write:1M:8:128M
 #
 # Exit status: 0 the guest reported ok, 1 it reported fail (or died without a result),
 #              2 hang: no power-off within the watchdog timeout (QEMU is killed).
@@ -41,7 +42,10 @@ for kv in "$@"; do
     esac
 done
 
-guest=$("$here/build-guest.sh")
+# The fio task needs the bigger initramfs with fio in it (36 MB; boots ~1 s slower).
+initrd=initrd.img
+if [ "$task" = fio ]; then initrd=initrd-fio.img; export LVSTOR_GUEST_FIO=1; fi
+guest=$("$here/build-guest.sh") || { echo "run-guest: build-guest.sh failed" >&2; exit 1; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lvstor-run-guest.XXXXXX")
 qpid=
@@ -67,7 +71,7 @@ qemu-system-x86_64 \
     -device vhost-user-blk-pci,id=vdisk,chardev=c0,num-queues="$queues" \
     -serial file:"$serial" \
     -monitor unix:"$tmp/hmp.sock",server=on,wait=off \
-    -kernel "$guest/vmlinuz" -initrd "$guest/initrd.img" -append "$cmdline" \
+    -kernel "$guest/vmlinuz" -initrd "$guest/$initrd" -append "$cmdline" \
     </dev/null >"$tmp/qemu.log" 2>&1 &
 qpid=$!
 
