@@ -14,8 +14,8 @@
 #   lvstor.seq=MIB              optional: also time a sequential O_DIRECT write + read of MIB MiB
 #                               at the end of the disk (the data there is then zeros)
 #   lvstor.fio=JOB,...          fio jobs RW:BS:IODEPTH[:SIZE], default randwrite:4k:32:64M,write:1M:8:128M;
-#                               each writes SIZE bytes (libaio, O_DIRECT) from offset 0 of the disk, then
-#                               reads them back and checks crc32c (verify_fatal)
+#                               each writes SIZE bytes (libaio, O_DIRECT) from lvstor.fiooff (default 0),
+#                               then reads them back and checks crc32c (verify_fatal)
 # SPEC = PATTERN@OFFSET+LENGTH, e.g. 0xab@1M+8M (PATTERN one byte in hex; OFFSET, LENGTH multiples of 4K).
 #
 # Output on the serial console, one machine-readable line at the end:
@@ -119,7 +119,7 @@ case "$TASK" in
             [ $# -ge 3 ] || fail "bad fio job '$j' (want RW:BS:IODEPTH[:SIZE])"
             t0=$(up)
             if fio --name="$1-$2-qd$3" --filename="$DEV" --rw="$1" --bs="$2" --iodepth="$3" \
-                   --ioengine=libaio --direct=1 --size="${4:-64M}" --verify=crc32c --do_verify=1 \
+                   --ioengine=libaio --direct=1 --size="${4:-64M}" --offset="$(arg lvstor.fiooff 0)" --verify=crc32c --do_verify=1 \
                    --verify_fatal=1 --randrepeat=0 --output=/tmp/fio.out >/dev/null 2>/tmp/fio.err; then
                 iops=$(grep -o 'IOPS=[^,]*' /tmp/fio.out | tr '\n' ' ')
                 say "fio $j ok ${iops}took $(echo "$(up) $t0" | awk '{printf "%.2f", $1 - $2}') s"

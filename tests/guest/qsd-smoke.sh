@@ -1,7 +1,9 @@
 #!/bin/bash
 # Reference guest smoke test against qemu-storage-daemon (QSD), the peer our own back-end must match.
 #
-#   qsd-smoke.sh
+#   qsd-smoke.sh            write-verify boot only
+#   qsd-smoke.sh fio        then a second boot on the same export running fio with verify=crc32c
+#                           in [256M, 384M) (random 4K QD32 writes, 1M sequential writes)
 #
 # 1. base.raw (1 GiB, 0x11 in [0, 64M)) and overlay.qcow2 on top of it (qemu-img / qemu-io).
 # 2. QSD exports overlay.qcow2 as vhost-user-blk on a UNIX socket.
@@ -16,6 +18,12 @@
 #      LVSTOR_QSD_AIO (default io_uring), LVSTOR_SMOKE_KEEP=1 keeps the work folder.
 set -euo pipefail
 
+with_fio=0
+case "${1:-}" in
+    "") ;;
+    fio) with_fio=1;;
+    *) echo "usage: $0 [fio]" >&2; exit 1;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 queues=${LVSTOR_GUEST_QUEUES:-1}
 aio=${LVSTOR_QSD_AIO:-io_uring}
@@ -26,7 +34,7 @@ die() { log "FAIL: $*"; exit 1; }
 for t in qemu-img qemu-io qemu-storage-daemon qemu-system-x86_64; do
     command -v "$t" >/dev/null || die "$t not found (build-guest.sh installs it)"
 done
-"$here/build-guest.sh" >/dev/null || die "build-guest.sh failed"
+LVSTOR_GUEST_FIO=$with_fio "$here/build-guest.sh" >/dev/null || die "build-guest.sh failed"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/lvstor-qsd-smoke.XXXXXX")
 qsd_pid=
@@ -72,7 +80,9 @@ expected_map="
 0x5a 100M 4M
 0x00 104M 96M
 0x3c 200M 4K
-0x00 $((200 * M + 4096)) $((700 * M - 4096))
+0x00 $((200 * M + 4096)) $((56 * M - 4096))
+$( [ $with_fio = 1 ] && echo "fio 256M 128M" || echo "0x00 256M 128M" )
+0x00 384M 516M
 0xe7 900M 64K
 0x00 $((900 * M + 65536)) $((124 * M - 65536))
 "
@@ -95,6 +105,11 @@ grc=0
 "$here/run-guest.sh" "$sock" write-verify size=1G seq=64 \
     expect="$guest_expect" write="$guest_writes" | tee "$work/guest.log" || grc=${PIPESTATUS[0]}
 guest_line=$(grep -a '^run-guest: ' "$work/guest.log" | tail -1)
+if [ "$grc" = 0 ] && [ $with_fio = 1 ]; then
+    "$here/run-guest.sh" "$sock" fio fiooff=256M fio=randwrite:4k:32:64M,write:1M:8:128M \
+        | tee "$work/guest-fio.log" || grc=${PIPESTATUS[0]}
+    guest_line="$guest_line; fio: $(grep -a '^run-guest: ' "$work/guest-fio.log" | tail -1)"
+fi
 stop_qsd
 if [ -s "$work/qsd.log" ]; then sed 's/^/qsd: /' "$work/qsd.log" >&2; fi
 case $grc in
@@ -120,7 +135,11 @@ while read -r pat off len; do
     [ -n "$pat" ] || continue
     off=$(bytes "$off"); len=$(bytes "$len")
     [ "$off" = "$pos" ] || die "expected_map is not contiguous at $off (script bug)"
-    io_args+=(-c "read -q -P $pat $off $len")
+    if [ "$pat" = fio ]; then      # random fio data (fio verified it); read it to be sure it is readable
+        io_args+=(-c "read -q $off $len")
+    else
+        io_args+=(-c "read -q -P $pat $off $len")
+    fi
     pos=$((off + len))
 done <<<"$expected_map"
 [ "$pos" = "$size" ] || die "expected_map ends at $pos, not $size (script bug)"
