@@ -90,9 +90,9 @@ $( [ $with_fio = 1 ] && echo "fio 256M 128M" || echo "0x00 256M 128M" )
 # --- QSD ------------------------------------------------------------------------------------------
 sock=$work/vhost.sock
 qemu-storage-daemon \
-    --blockdev driver=file,node-name=file0,filename="$work/overlay.qcow2",cache.direct=on,aio="$aio" \
+    --blockdev "driver=file,node-name=file0,filename=$work/overlay.qcow2,cache.direct=on,aio=$aio" \
     --blockdev driver=qcow2,node-name=disk0,file=file0 \
-    --export type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path="$sock",writable=on,num-queues="$queues" \
+    --export "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=$sock,writable=on,num-queues=$queues" \
     </dev/null >"$work/qsd.log" 2>&1 &
 qsd_pid=$!
 i=0

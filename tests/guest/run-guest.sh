@@ -44,7 +44,7 @@ done
 
 # The fio task needs the bigger initramfs with fio in it (36 MB; boots ~1 s slower).
 initrd=initrd.img
-if [ "$task" = fio ]; then initrd=initrd-fio.img; export LVSTOR_GUEST_FIO=1; fi
+if [ "$task" = fio ]; then initrd="initrd-fio.img"; export LVSTOR_GUEST_FIO=1; fi
 guest=$("$here/build-guest.sh") || { echo "run-guest: build-guest.sh failed" >&2; exit 1; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lvstor-run-guest.XXXXXX")
