@@ -50,7 +50,22 @@ stop_qsd() {
     wait "$qsd_pid" 2>/dev/null || true
     qsd_pid=
 }
+guest_pid=
+# run_guest LOG ARGS...: run-guest.sh in the background and wait for it, so that a SIGTERM to this
+# script is handled at once (bash defers traps while a foreground child runs); prints the console.
+run_guest() {
+    local log=$1 rc=0
+    shift
+    "$here/run-guest.sh" "$@" >"$log" 2>&1 &
+    guest_pid=$!
+    wait "$guest_pid" || rc=$?
+    guest_pid=
+    cat "$log"
+    return "$rc"
+}
 cleanup() {
+    # run-guest.sh kills its QEMU on TERM
+    if [ -n "$guest_pid" ]; then kill "$guest_pid" 2>/dev/null || true; wait "$guest_pid" 2>/dev/null || true; fi
     stop_qsd
     if [ "${LVSTOR_SMOKE_KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
 }
@@ -102,12 +117,11 @@ log "QSD pid $qsd_pid exports overlay.qcow2 on $sock (num-queues=$queues, aio=$a
 
 # --- guest ----------------------------------------------------------------------------------------
 grc=0
-"$here/run-guest.sh" "$sock" write-verify size=1G seq=64 \
-    expect="$guest_expect" write="$guest_writes" | tee "$work/guest.log" || grc=${PIPESTATUS[0]}
+run_guest "$work/guest.log" "$sock" write-verify size=1G seq=64 \
+    expect="$guest_expect" write="$guest_writes" || grc=$?
 guest_line=$(grep -a '^run-guest: ' "$work/guest.log" | tail -1)
 if [ "$grc" = 0 ] && [ $with_fio = 1 ]; then
-    "$here/run-guest.sh" "$sock" fio fiooff=256M fio=randwrite:4k:32:64M,write:1M:8:128M \
-        | tee "$work/guest-fio.log" || grc=${PIPESTATUS[0]}
+    run_guest "$work/guest-fio.log" "$sock" fio fiooff=256M fio=randwrite:4k:32:64M,write:1M:8:128M || grc=$?
     guest_line="$guest_line; fio: $(grep -a '^run-guest: ' "$work/guest-fio.log" | tail -1)"
 fi
 stop_qsd
