@@ -23,6 +23,9 @@ namespace LibvirtStorage.Vhost.Virtqueue;
 /// </remarks>
 internal struct DescriptorChain
 {
+    /// <summary>Largest indirect table accepted beyond the queue size (QEMU's VIRTQUEUE_MAX_SIZE).</summary>
+    internal const uint MaxIndirectEntries = 1024;
+
     private readonly GuestMemory? _memory;
     private readonly ushort _queueSize;
     private GuestAddress _table;
@@ -140,8 +143,11 @@ internal struct DescriptorChain
 
         // The WRITE flag of the descriptor that points at the table is ignored (§2.7.5.3.2). The table is
         // desc[len / 16]; like QEMU we refuse a remainder rather than silently drop it.
+        // Linux sends indirect tables of seg_max + 2 entries whatever the queue size (virtio_blk honours
+        // only seg_max), and QEMU accepts them up to 1024 elements: so the table is bounded by
+        // max(queue size, MaxIndirectEntries), and the walk inside it by the table's own length.
         uint entries = desc.Length / VirtqLayout.DescriptorSize;
-        if (desc.Length == 0 || desc.Length % VirtqLayout.DescriptorSize != 0 || entries > _queueSize)
+        if (desc.Length == 0 || desc.Length % VirtqLayout.DescriptorSize != 0 || entries > Math.Max(_queueSize, MaxIndirectEntries))
         {
             return Fail(ChainError.BadIndirectLength);
         }
@@ -156,6 +162,7 @@ internal struct DescriptorChain
         _table = table;
         _tableEntries = entries;
         _next = 0;
+        _ttl = entries;
         return true;
     }
 
