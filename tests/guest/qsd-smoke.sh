@@ -16,6 +16,8 @@
 # Exit status: 0 ok, 1 fail, 2 guest hang (the watchdog of run-guest.sh fired).
 # Env: LVSTOR_GUEST_QUEUES (default 1, also the export's num-queues), LVSTOR_GUEST_TIMEOUT,
 #      LVSTOR_QSD_AIO (default io_uring), LVSTOR_SMOKE_KEEP=1 keeps the work folder.
+#      LVSTOR_SMOKE_BACKEND=lvstor runs the same test against our lvstor-vhost-blk back-end
+#      (LVSTOR_VHOST_BLK overrides its path) instead of QSD.
 set -euo pipefail
 
 with_fio=0
@@ -104,11 +106,20 @@ $( [ $with_fio = 1 ] && echo "fio 256M 128M" || echo "0x00 256M 128M" )
 
 # --- QSD ------------------------------------------------------------------------------------------
 sock=$work/vhost.sock
-qemu-storage-daemon \
-    --blockdev "driver=file,node-name=file0,filename=$work/overlay.qcow2,cache.direct=on,aio=$aio" \
-    --blockdev driver=qcow2,node-name=disk0,file=file0 \
-    --export "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=$sock,writable=on,num-queues=$queues" \
-    </dev/null >"$work/qsd.log" 2>&1 &
+if [ "${LVSTOR_SMOKE_BACKEND:-qsd}" = lvstor ]; then
+    # our back-end instead of the reference: same image, same socket, same checks
+    root=$(cd "$(dirname "$0")/../.." && pwd)
+    backend=${LVSTOR_VHOST_BLK:-$root/src/lvstor-vhost-blk/bin/Release/net10.0/lvstor-vhost-blk}
+    [ -x "$backend" ] || die "build the back-end first: dotnet build -c Release src/lvstor-vhost-blk ($backend)"
+    "$backend" --socket-path "$sock" --image "$work/overlay.qcow2" --format qcow2 --direct --num-queues "$queues" \
+        </dev/null >"$work/qsd.log" 2>&1 &
+else
+    qemu-storage-daemon \
+        --blockdev "driver=file,node-name=file0,filename=$work/overlay.qcow2,cache.direct=on,aio=$aio" \
+        --blockdev driver=qcow2,node-name=disk0,file=file0 \
+        --export "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=$sock,writable=on,num-queues=$queues" \
+        </dev/null >"$work/qsd.log" 2>&1 &
+fi
 qsd_pid=$!
 i=0
 while [ ! -S "$sock" ] && kill -0 "$qsd_pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
