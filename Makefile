@@ -4,7 +4,7 @@ CONFIG ?= Debug
 DEMO_DIR ?= .demo
 LVSTOR := src/lvstor/bin/$(CONFIG)/net10.0/lvstor.dll
 
-.PHONY: all build test bench demo clean
+.PHONY: all build test bench demo guest-smoke clean
 
 all: build
 
@@ -23,6 +23,13 @@ bench:
 demo:
 	$(DOTNET) build src/lvstor -c $(CONFIG)
 	$(DOTNET) $(LVSTOR) demo $(DEMO_DIR)
+
+# Not in CI yet: boots a real QEMU guest (TCG) on our vhost-user-blk back-end, then on
+# qemu-storage-daemon, with write-verify and fio (crc32c verify); see tests/guest/README.md.
+guest-smoke:
+	$(DOTNET) build -c Release src/lvstor-vhost-blk
+	LVSTOR_SMOKE_BACKEND=lvstor tests/guest/qsd-smoke.sh fio
+	LVSTOR_SMOKE_BACKEND=qsd tests/guest/qsd-smoke.sh fio
 
 clean:
 	$(DOTNET) clean LibvirtStorage.sln -c $(CONFIG)
