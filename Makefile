@@ -4,7 +4,7 @@ CONFIG ?= Debug
 DEMO_DIR ?= .demo
 LVSTOR := src/lvstor/bin/$(CONFIG)/net10.0/lvstor.dll
 
-.PHONY: all build test bench demo guest-smoke clean
+.PHONY: all build test bench demo guest-smoke soak clean
 
 all: build
 
@@ -30,6 +30,13 @@ guest-smoke:
 	$(DOTNET) build -c Release src/lvstor-vhost-blk
 	LVSTOR_SMOKE_BACKEND=lvstor tests/guest/qsd-smoke.sh fio
 	LVSTOR_SMOKE_BACKEND=qsd tests/guest/qsd-smoke.sh fio
+
+# Repeated guest boots with fio verify under a watchdog, counting ok/fail/hang for each back-end.
+SOAK_RUNS ?= 30
+soak:
+	$(DOTNET) build -c Release src/lvstor-vhost-blk
+	tests/guest/soak.sh $(SOAK_RUNS) env LVSTOR_SMOKE_BACKEND=lvstor tests/guest/qsd-smoke.sh fio
+	tests/guest/soak.sh $(SOAK_RUNS) env LVSTOR_SMOKE_BACKEND=qsd tests/guest/qsd-smoke.sh fio
 
 clean:
 	$(DOTNET) clean LibvirtStorage.sln -c $(CONFIG)
