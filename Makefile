@@ -24,8 +24,9 @@ demo:
 	$(DOTNET) build src/lvstor -c $(CONFIG)
 	$(DOTNET) $(LVSTOR) demo $(DEMO_DIR)
 
-# Not in CI yet: boots a real QEMU guest (TCG) on our vhost-user-blk back-end, then on
-# qemu-storage-daemon, with write-verify and fio (crc32c verify); see tests/guest/README.md.
+# Boots a real QEMU guest (TCG) on our vhost-user-blk back-end, then on qemu-storage-daemon (the
+# reference, not gating), with write-verify and fio (crc32c verify); see tests/guest/README.md.
+# make test runs the lvstor half through tests/LibvirtStorage.Guest.Tests.
 guest-smoke:
 	$(DOTNET) build -c Release src/lvstor-vhost-blk
 	LVSTOR_SMOKE_BACKEND=lvstor tests/guest/qsd-smoke.sh fio

@@ -15,7 +15,9 @@
 #
 # Exit status: 0 ok, 1 fail, 2 guest hang (the watchdog of run-guest.sh fired).
 # Env: LVSTOR_GUEST_QUEUES (default 1, also the export's num-queues), LVSTOR_GUEST_TIMEOUT,
-#      LVSTOR_QSD_AIO (default io_uring), LVSTOR_SMOKE_KEEP=1 keeps the work folder.
+#      LVSTOR_QSD_AIO (default io_uring), LVSTOR_SMOKE_KEEP=1 keeps the work folder,
+#      LVSTOR_SMOKE_FIO the guest's fio jobs (RW:BS:QD:SIZE,..., each inside [256M, 384M); default
+#      randwrite:4k:32:64M,write:1M:8:128M).
 #      LVSTOR_SMOKE_BACKEND=lvstor runs the same test against our lvstor-vhost-blk back-end
 #      (LVSTOR_VHOST_BLK overrides its path) instead of QSD.
 set -euo pipefail
@@ -132,7 +134,7 @@ run_guest "$work/guest.log" "$sock" write-verify size=1G seq=64 \
     expect="$guest_expect" write="$guest_writes" || grc=$?
 guest_line=$(grep -a '^run-guest: ' "$work/guest.log" | tail -1)
 if [ "$grc" = 0 ] && [ $with_fio = 1 ]; then
-    run_guest "$work/guest-fio.log" "$sock" fio fiooff=256M fio=randwrite:4k:32:64M,write:1M:8:128M || grc=$?
+    run_guest "$work/guest-fio.log" "$sock" fio fiooff=256M fio="${LVSTOR_SMOKE_FIO:-randwrite:4k:32:64M,write:1M:8:128M}" || grc=$?
     guest_line="$guest_line; fio: $(grep -a '^run-guest: ' "$work/guest-fio.log" | tail -1)"
 fi
 stop_qsd

@@ -1,0 +1,49 @@
+using Xunit;
+using Xunit.Abstractions;
+
+namespace LibvirtStorage.Guest.Tests;
+
+/// <summary>
+/// The real test guest (Debian's kernel, busybox, fio) boots under QEMU with vhost-user-blk-pci on lvstor-vhost-blk
+/// exporting a qcow2 overlay over a raw base. Each script checks the guest's own verdict, then `qemu-img check`
+/// and qemu-io over every byte of the disk (tests/guest/README.md). One guest at a time: they share 2 cores.
+/// </summary>
+[Collection("guest")]
+public sealed class OurBackendGuestTests(ITestOutputHelper output)
+{
+    [GuestFact]
+    public void WriteVerify_ThenFioWithVerify_OneQueue()
+    {
+        AssertOk(GuestScript.Run("qsd-smoke.sh", null, "fio"));
+    }
+
+    /// <summary>Two queues, and fio at queue depths 1, 4, 8 and 32, random and sequential, 4K to 1M.</summary>
+    [GuestFact]
+    public void WriteVerify_ThenFioWithVerify_TwoQueues_SeveralDepths()
+    {
+        var env = new Dictionary<string, string>
+        {
+            ["LVSTOR_GUEST_QUEUES"] = "2",
+            ["LVSTOR_SMOKE_FIO"] = "randwrite:4k:1:8M,randwrite:64k:4:32M,randwrite:4k:32:64M,write:1M:8:128M",
+        };
+        AssertOk(GuestScript.Run("qsd-smoke.sh", env, "fio"));
+    }
+
+    /// <summary>CI's short soak: a few boots in a row under the watchdog, counted; `make soak` runs 30.</summary>
+    [GuestFact]
+    public void ShortSoak_NoHangNoFailure()
+    {
+        string script = Path.Combine(GuestEnvironment.ScriptDir, "qsd-smoke.sh");
+        GuestScriptResult result = GuestScript.Run("soak.sh", null, "3", script, "fio");
+        string summary = result.Output.Split('\n').LastOrDefault(l => l.StartsWith("soak: runs=", StringComparison.Ordinal)) ?? "(no summary line)";
+        output.WriteLine(summary);
+        Assert.Contains("soak: runs=3 ok=3 fail=0 hang=0", result.Output, StringComparison.Ordinal);
+        AssertOk(result);
+    }
+
+    private void AssertOk(GuestScriptResult result)
+    {
+        output.WriteLine(result.Output);
+        Assert.True(result.ExitCode == 0, $"guest test {result.Verdict}; its output is in the test log");
+    }
+}
