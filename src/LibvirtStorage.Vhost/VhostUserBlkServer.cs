@@ -18,6 +18,12 @@ public sealed record VhostUserBlkOptions
 
     /// <summary>Mode of the socket file created by <see cref="VhostUserBlkServer.Listen"/>.</summary>
     public UnixFileMode SocketMode { get; init; } = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+
+    /// <summary>
+    /// Accept guest memory the front-end could still truncate (memory-backend-file, or memfd with seal=off).
+    /// Off by default: a truncated region raises SIGBUS in the back-end, which ends every export of the process.
+    /// </summary>
+    public bool AllowUnsealedGuestMemory { get; init; }
 }
 
 /// <summary>
@@ -45,6 +51,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
     private static readonly TimeSpan ReconnectGrace = TimeSpan.FromSeconds(1);
 
     private readonly VirtioBlkDevice _device;
+    private readonly bool _allowUnsealedMemory;
     private readonly ILogger _logger;
     private readonly VhostUserListener? _listener;
     private SafeFileHandle? _connectedFd;
@@ -60,6 +67,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         _logger = logger;
         _listener = listener;
         _connectedFd = fd;
+        _allowUnsealedMemory = options.AllowUnsealedGuestMemory;
         var settings = new VirtioBlkSettings { NumQueues = options.NumQueues };
         _device = new VirtioBlkDevice(device, settings, logger, options.MaxQueueSize);
     }
@@ -225,7 +233,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         VhostUserBackend backend;
         try
         {
-            backend = new VhostUserBackend(socket, _device, _logger);
+            backend = new VhostUserBackend(socket, _device, _logger, _allowUnsealedMemory);
         }
         catch
         {

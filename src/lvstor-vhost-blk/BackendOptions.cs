@@ -12,6 +12,7 @@ internal sealed record BackendOptions
     public const string Usage =
         "usage: lvstor-vhost-blk (--socket-path PATH | --fd N) --image FILE [--format raw|qcow2] [--read-only]\n" +
         "                        [--num-queues N] [--serial S] [--direct] [--socket-mode OCTAL]\n" +
+        "                        [--allow-unsealed-memory]\n" +
         "       lvstor-vhost-blk --print-capabilities\n" +
         "  --blk-file FILE is accepted as a synonym of --image (vhost-user.rst).";
 
@@ -32,6 +33,9 @@ internal sealed record BackendOptions
     public string? Serial { get; init; }
 
     public bool Direct { get; init; }
+
+    /// <summary>Map guest memory the front-end could truncate (see VhostUserBlkOptions.AllowUnsealedGuestMemory).</summary>
+    public bool AllowUnsealedMemory { get; init; }
 
     public UnixFileMode SocketMode { get; init; } = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
@@ -73,6 +77,9 @@ internal sealed record BackendOptions
                     break;
                 case "--direct":
                     o = o with { Direct = true };
+                    break;
+                case "--allow-unsealed-memory":
+                    o = o with { AllowUnsealedMemory = true };
                     break;
                 case "--socket-path":
                     o = o with { SocketPath = Value() ?? Missing(arg, ref error) };

@@ -55,7 +55,10 @@ internal static class Program
         var device = new ImageBlockDevice(image, options.Serial);
         log.LogInformation("image {Image} ({Format}, {Size} bytes, {Mode}), serial \"{Serial}\", {Queues} queue(s)",
             image.Path, image.Format, image.VirtualSize, image.IsReadOnly ? "read-only" : "read-write", device.Serial, options.NumQueues);
-        var serverOptions = new VhostUserBlkOptions { NumQueues = options.NumQueues, SocketMode = options.SocketMode };
+        var serverOptions = new VhostUserBlkOptions
+        {
+            NumQueues = options.NumQueues, SocketMode = options.SocketMode, AllowUnsealedGuestMemory = options.AllowUnsealedMemory,
+        };
         await using VhostUserBlkServer server = options.SocketPath is { } path
             ? VhostUserBlkServer.Listen(path, device, serverOptions, log)
             : VhostUserBlkServer.FromConnectedFd(options.Fd!.Value, device, serverOptions, log);

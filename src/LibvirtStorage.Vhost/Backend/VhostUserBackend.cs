@@ -19,13 +19,17 @@ internal sealed class VhostUserBackend : IDisposable
     private readonly ManualResetEventSlim _stopped = new(initialState: true);
     private int _disposed;
 
-    /// <summary>Takes ownership of a connected, blocking AF_UNIX stream socket.</summary>
-    public VhostUserBackend(SafeHandle socket, IVhostUserDevice device, ILogger logger)
+    /// <summary>
+    /// Takes ownership of a connected, blocking AF_UNIX stream <paramref name="socket"/>, served for
+    /// <paramref name="device"/>; <paramref name="allowUnsealedMemory"/> is
+    /// <see cref="VhostUserRequestDispatcher.AllowUnsealedMemory"/>. Logs go to <paramref name="logger"/>.
+    /// </summary>
+    public VhostUserBackend(SafeHandle socket, IVhostUserDevice device, ILogger logger, bool allowUnsealedMemory = false)
     {
         ArgumentNullException.ThrowIfNull(logger);
         _logger = logger;
         _connection = new VhostUserConnection(socket);
-        _dispatcher = new VhostUserRequestDispatcher(_connection, device, logger);
+        _dispatcher = new VhostUserRequestDispatcher(_connection, device, logger) { AllowUnsealedMemory = allowUnsealedMemory };
     }
 
     /// <summary>The dispatcher (tests inspect vring state through it).</summary>

@@ -75,10 +75,20 @@ internal sealed partial class VhostUserRequestDispatcher
         return null;
     }
 
-    // mmap refuses nothing past the end of a file, but touching such a page raises SIGBUS: check the size first.
-    private static string? TryMap(SafeFileHandle fd, VhostUserMemoryRegion description, out GuestRegion? region)
+    /// <summary>
+    /// Map guest memory from files the front-end could still truncate (memory-backend-file, memfd with seal=off).
+    /// Off by default: touching a page of a truncated file raises SIGBUS, which would end every export of the
+    /// process (see <see cref="MemorySeals"/>). Only for front-ends trusted not to shrink their memory.
+    /// </summary>
+    public bool AllowUnsealedMemory { get; init; }
+
+    // mmap refuses nothing past the end of a file, but touching such a page raises SIGBUS: check the size first,
+    // and that the front-end cannot shrink the file afterwards.
+    private string? TryMap(SafeFileHandle fd, VhostUserMemoryRegion description, out GuestRegion? region)
     {
         region = null;
+        if (!AllowUnsealedMemory && !MemorySeals.IsShrinkSealed(fd, out string? why))
+            return $"region at guest address 0x{description.GuestAddr:x} refused: {why}; a front-end that can truncate guest memory could crash the back-end";
         try
         {
             long length = RandomAccess.GetLength(fd);

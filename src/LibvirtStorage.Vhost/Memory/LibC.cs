@@ -17,4 +17,10 @@ internal static partial class LibC
 
     [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
     internal static partial int Munmap(nint addr, nuint length);
+
+    internal const int FGetSeals = 1034;
+    internal const int SealShrink = 0x0002;
+
+    [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    internal static partial int Fcntl(int fd, int cmd);
 }

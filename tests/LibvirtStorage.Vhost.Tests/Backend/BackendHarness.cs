@@ -26,12 +26,12 @@ internal sealed partial class BackendHarness : IDisposable
     private readonly ListLogger _log = new();
     private readonly List<SafeFileHandle> _eventFds = [];
 
-    public BackendHarness(PatternDevice? device = null)
+    public BackendHarness(PatternDevice? device = null, bool allowUnsealedMemory = false)
     {
         Device = device ?? new PatternDevice();
         var (frontend, backend) = UnixSocket.CreatePair();
         Frontend = new VhostUserFrontendChannel(frontend);
-        Backend = new VhostUserBackend(backend, Device, _log);
+        Backend = new VhostUserBackend(backend, Device, _log, allowUnsealedMemory);
         _runner = new Thread(() => Ended = Backend.Run()) { IsBackground = true, Name = "test back-end" };
         _runner.Start();
         MemFd = TestNative.MemFd("guest", (long)MemorySize);

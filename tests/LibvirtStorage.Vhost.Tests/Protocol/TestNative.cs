@@ -15,12 +15,20 @@ internal static unsafe partial class TestNative
         return new SafeFileHandle(fd, ownsHandle: true);
     }
 
-    public static SafeFileHandle MemFd(string name, long size)
+    /// <summary>A memfd of <paramref name="size"/> bytes, sealed against shrinking and growing as QEMU's
+    /// memory-backend-memfd seals guest memory (seal=on, the default), unless <paramref name="sealed"/> is false.</summary>
+    public static SafeFileHandle MemFd(string name, long size, bool @sealed = true)
     {
-        int fd = memfd_create(name, 1 /* MFD_CLOEXEC */);
+        int fd = memfd_create(name, 1 /* MFD_CLOEXEC */ | 2 /* MFD_ALLOW_SEALING */);
         Assert.True(fd >= 0, $"memfd_create failed: errno {Marshal.GetLastPInvokeError()}");
         var handle = new SafeFileHandle(fd, ownsHandle: true);
         RandomAccess.SetLength(handle, size);
+        if (@sealed)
+        {
+            const int FAddSeals = 1033, SealSeal = 0x1, SealShrink = 0x2, SealGrow = 0x4;
+            Assert.True(fcntl(fd, FAddSeals, SealSeal | SealShrink | SealGrow) == 0, $"F_ADD_SEALS failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+
         return handle;
     }
 
