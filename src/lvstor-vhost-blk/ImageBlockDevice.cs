@@ -42,19 +42,20 @@ internal sealed class ImageBlockDevice : IBlockDevice
     /// Grows the image to <paramref name="newSize"/> bytes while the export runs; the same size is a no-op.
     /// Then tell the front-end (<c>VhostUserBlkServer.NotifyCapacityChanged</c>).
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">Not a multiple of 512 bytes, or smaller than the capacity.</exception>
-    /// <exception cref="InvalidOperationException">The export is read-only.</exception>
+    /// <exception cref="ImageException">Not a positive multiple of 512 bytes, smaller than the capacity
+    /// (<see cref="ErrorKind.InvalidArgument"/>), a read-only export (<see cref="ErrorKind.ReadOnly"/>), or the
+    /// engine's own refusal.</exception>
     public void Grow(long newSize)
     {
         if (newSize <= 0 || newSize % LogicalBlockSize != 0)
-            throw new ArgumentOutOfRangeException(nameof(newSize), newSize, $"the new size must be a positive multiple of {LogicalBlockSize} bytes");
+            throw new ImageException(ErrorKind.InvalidArgument, $"the new size {newSize} is not a positive multiple of {LogicalBlockSize} bytes");
         if (IsReadOnly)
-            throw new InvalidOperationException("a read-only export cannot be resized");
+            throw new ImageException(ErrorKind.ReadOnly, "a read-only export cannot be resized");
         lock (_resizeGate)
         {
             long current = Capacity;
             if (newSize < current)
-                throw new ArgumentOutOfRangeException(nameof(newSize), newSize, $"shrinking a live export is not supported (capacity {current} bytes)");
+                throw new ImageException(ErrorKind.InvalidArgument, $"shrinking a live export is not supported (capacity {current} bytes, asked {newSize})");
             if (newSize == current)
                 return;
             _image.Resize(newSize);
