@@ -7,6 +7,9 @@
 #                               drop caches, read them back and compare
 #   lvstor.task=verify          only check lvstor.expect regions (e.g. after a reboot or back-end restart)
 #   lvstor.task=fio             (initrd-fio.img only) run fio jobs with verify=crc32c, see lvstor.fio
+#   lvstor.task=resize          check lvstor.expect, print "lvstor: waiting for resize to BYTES", poll
+#                               /sys/block/DEV/size until the disk has lvstor.newsize (within lvstor.resizewait
+#                               seconds, default 60), then write-verify lvstor.write (which may lie past the old end)
 #   lvstor.dev=/dev/vda         the disk (default /dev/vda)
 #   lvstor.size=BYTES           optional: the expected disk size (suffixes K M G)
 #   lvstor.expect=SPEC,...      regions that must already hold a byte pattern
@@ -129,6 +132,26 @@ case "$TASK" in
                 fail "fio $j failed"
             fi
         done;;
+    resize)
+        [ -n "$WRITE" ] || fail "resize needs lvstor.write"
+        RESIZE_TO=$(bytes "$(arg lvstor.newsize 0)")
+        [ "$RESIZE_TO" -gt "$SIZE" ] || fail "resize needs lvstor.newsize above the current size $SIZE"
+        each check "$EXPECT"
+        t0=$(up)
+        say "waiting for resize to $RESIZE_TO"
+        sysfs=/sys/block/${DEV#/dev/}/size
+        limit=$(( $(arg lvstor.resizewait 60) * 10 ))
+        i=0
+        while [ $(( $(cat "$sysfs") * 512 )) != "$RESIZE_TO" ] && [ $i -lt $limit ]; do sleep 0.1; i=$((i+1)); done
+        [ $(( $(cat "$sysfs") * 512 )) = "$RESIZE_TO" ] || fail "size still $(( $(cat "$sysfs") * 512 )), expected $RESIZE_TO"
+        SIZE=$(blockdev --getsize64 "$DEV")
+        [ "$SIZE" = "$RESIZE_TO" ] || fail "sysfs shows $RESIZE_TO but blockdev --getsize64 says $SIZE"
+        say "resized to $SIZE after $(echo "$(up) $t0" | awk '{printf "%.2f", $1 - $2}') s"
+        CHECKS=$((CHECKS + 1))
+        each write "$WRITE"
+        sync; echo 3 > /proc/sys/vm/drop_caches
+        each check "$WRITE"
+        each check "$EXPECT";;
     *) fail "unknown task '$TASK'";;
 esac
 
