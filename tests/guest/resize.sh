@@ -132,7 +132,7 @@ PY
 # --- guest ----------------------------------------------------------------------------------------
 console=$work/console.log
 : >"$console"
-LVSTOR_GUEST_CONSOLE=$console "$here/run-guest.sh" "$sock" resize size=1G newsize=$new_size resizewait=60 \
+LVSTOR_GUEST_CONSOLE=$console "$here/run-guest.sh" "$sock" resize size=1G newsize=$new_size resizewait=${LVSTOR_RESIZE_WAIT:-60} \
     expect="$guest_expect" write="$guest_writes" >"$work/guest.log" 2>&1 &
 guest_pid=$!
 deadline=$(( $(date +%s) + timeout_s ))
