@@ -154,6 +154,18 @@ public sealed class LiveResizeTests : IDisposable
     }
 
     [Fact]
+    public void A_read_only_export_refuses_to_grow_and_keeps_its_capacity()
+    {
+        Tools.CreateQcow2(ImagePath, "16M");
+        using IBlockImage image = ImageOpener.Open(ImagePath, new ImageOpenOptions { ReadOnly = true });
+        var device = new ImageBlockDevice(image, serial: null);
+        var error = Assert.Throws<ImageException>(() => device.Grow(NewSize));
+        Assert.Equal(ErrorKind.ReadOnly, error.Kind);
+        Assert.Equal(OldSize, device.Capacity);
+        Assert.Equal(OldSize, image.VirtualSize);
+    }
+
+    [Fact]
     public void Sizes_parse_with_binary_suffixes_and_refuse_garbage()
     {
         Assert.True(ControlSocket.TryParseSize("4096", out long b) && b == 4096);
