@@ -154,6 +154,26 @@ public sealed class LiveResizeTests : IDisposable
     }
 
     [Fact]
+    public async Task A_stale_control_socket_is_replaced_and_a_regular_file_in_its_place_is_never_deleted()
+    {
+        Tools.CreateQcow2(ImagePath, "16M");
+        File.WriteAllText(ControlPath, "not a socket");
+        var (exit, _, err) = Tools.Run("dotnet", Tools.BackendDll, "--socket-path", SocketPath, "--image", ImagePath, "--control-socket", ControlPath);
+        Assert.Equal(1, exit);
+        Assert.Contains("is not a socket", err, StringComparison.Ordinal);
+        Assert.Equal("not a socket", File.ReadAllText(ControlPath));
+
+        File.Delete(ControlPath);
+        LibvirtStorage.Vhost.Tests.Protocol.TestNative.BindAndAbandon(ControlPath);
+        using Process backend = Tools.StartBackend("--socket-path", SocketPath, "--image", ImagePath, "--control-socket", ControlPath);
+        Task<string> log = backend.StandardError.ReadToEndAsync();
+        Assert.True(SpinWait.SpinUntil(() => TryInfo() || backend.HasExited, 30_000), "the stale control socket was not replaced");
+        Assert.Equal(0, Tools.Run("kill", "-TERM", backend.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)).Exit);
+        Assert.True(backend.WaitForExit(30_000), "the back-end did not stop on SIGTERM");
+        Assert.True(backend.ExitCode == 0, await log);
+    }
+
+    [Fact]
     public void A_read_only_export_refuses_to_grow_and_keeps_its_capacity()
     {
         Tools.CreateQcow2(ImagePath, "16M");
