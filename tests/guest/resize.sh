@@ -7,7 +7,8 @@
 #
 # 1. base.raw (1 GiB, 0x11 in [0, 64M)) and overlay.qcow2 (1 GiB) on top of it, as in qsd-smoke.sh.
 # 2. The back-end exports overlay.qcow2; the guest boots with task=resize: it checks the backing data, prints
-#    "lvstor: waiting for resize to 1610612736" and polls /sys/block/vda/size.
+#    "lvstor: waiting for resize to 1610612736" and polls /sys/block/vda/size, with O_DIRECT reads and zero
+#    writes running in the background until the new size shows (the resize happens under I/O).
 # 3. On that console line the script grows the export to 1536 MiB (control socket or QMP). The guest sees
 #    the new size, writes 0x6f@1020M+8M (across the old end), 0x5e@1100M+4M and 0xa7@1532M+4M (the new last
 #    4 MiB) with O_DIRECT, reads them back and reports.
@@ -16,6 +17,8 @@
 #
 # Exit status: 0 ok, 1 fail, 2 guest hang (run-guest.sh's watchdog fired).
 # Env: LVSTOR_SMOKE_BACKEND=qsd|lvstor (default qsd), LVSTOR_VHOST_BLK (path of lvstor-vhost-blk),
+#      LVSTOR_RESIZE_DELAY (seconds between the guest's prompt and the resize, default 2),
+#      LVSTOR_RESIZE_WAIT (how long the guest waits for the new size, default 60),
 #      LVSTOR_GUEST_TIMEOUT (default 120), LVSTOR_QSD_AIO (default io_uring), LVSTOR_SMOKE_KEEP=1 keeps the work folder.
 set -euo pipefail
 
@@ -132,7 +135,7 @@ PY
 # --- guest ----------------------------------------------------------------------------------------
 console=$work/console.log
 : >"$console"
-LVSTOR_GUEST_CONSOLE=$console "$here/run-guest.sh" "$sock" resize size=1G newsize=$new_size resizewait=${LVSTOR_RESIZE_WAIT:-60} \
+LVSTOR_GUEST_CONSOLE=$console "$here/run-guest.sh" "$sock" resize size=1G newsize=$new_size resizewait=${LVSTOR_RESIZE_WAIT:-60} resizeio=1 \
     expect="$guest_expect" write="$guest_writes" >"$work/guest.log" 2>&1 &
 guest_pid=$!
 deadline=$(( $(date +%s) + timeout_s ))
@@ -143,6 +146,7 @@ while ! grep -aq "^lvstor: waiting for resize to $new_size" "$console"; do
 done
 grew=0
 if grep -aq "^lvstor: waiting for resize to $new_size" "$console"; then
+    sleep "${LVSTOR_RESIZE_DELAY:-2}"   # let the guest's background I/O get going, so the resize happens under it
     t0=$(date +%s.%N)
     if answer=$(grow "$new_size" 2>&1); then
         grew=1
@@ -167,6 +171,7 @@ case $grc in
 esac
 [ $grew = 1 ] || die "the guest reported ok without a resize (script bug)"
 log "guest: $(grep -a '^lvstor: resized to' "$work/guest.log" | tail -1)"
+log "guest: $(grep -a '^lvstor: background I/O' "$work/guest.log" | tail -1)"
 
 # --- host-side verification -----------------------------------------------------------------------
 qemu-img check -q "$work/overlay.qcow2" || die "qemu-img check reports errors"
