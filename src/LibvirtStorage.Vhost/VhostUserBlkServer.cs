@@ -24,6 +24,13 @@ public sealed record VhostUserBlkOptions
     /// Off by default: a truncated region raises SIGBUS in the back-end, which ends every export of the process.
     /// </summary>
     public bool AllowUnsealedGuestMemory { get; init; }
+
+    /// <summary>
+    /// How long <see cref="VhostUserBlkServer.NotifyCapacityChanged"/> waits for the front-end to take a
+    /// config-change message and acknowledge it; a silent front-end costs at most this, then its back-end channel
+    /// is closed.
+    /// </summary>
+    public TimeSpan BackendAckTimeout { get; init; } = VhostUserRequestDispatcher.DefaultBackendAckTimeout;
 }
 
 /// <summary>
@@ -52,6 +59,11 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
 
     private readonly VirtioBlkDevice _device;
     private readonly bool _allowUnsealedMemory;
+    private readonly IBlockDevice _blockDevice;
+    private readonly TimeSpan _backendAckTimeout;
+    private readonly Lock _capacityGate = new();
+    private long _announcedCapacity;
+    private VhostUserBackend? _activeBackend;
     private readonly ILogger _logger;
     private readonly VhostUserListener? _listener;
     private SafeFileHandle? _connectedFd;
@@ -70,6 +82,9 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         _allowUnsealedMemory = options.AllowUnsealedGuestMemory;
         var settings = new VirtioBlkSettings { NumQueues = options.NumQueues };
         _device = new VirtioBlkDevice(device, settings, logger, options.MaxQueueSize);
+        _blockDevice = device;
+        _backendAckTimeout = options.BackendAckTimeout;
+        _announcedCapacity = device.Capacity;
     }
 
     /// <summary>The socket path, or null when serving a connected fd.</summary>
@@ -86,6 +101,35 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
             lock (_gate)
                 return _active is not null;
         }
+    }
+
+    /// <summary>
+    /// Says "the device's capacity changed" (live resize): re-reads <see cref="IBlockDevice.Capacity"/> and, if a
+    /// front-end is connected and gave a back-end channel, sends it VHOST_USER_BACKEND_CONFIG_CHANGE_MSG, waiting
+    /// up to <see cref="VhostUserBlkOptions.BackendAckTimeout"/> for the acknowledgement. QEMU answers it by re-reading
+    /// the config (GET_CONFIG, rebuilt from the device) and raising a config interrupt in the guest. A front-end
+    /// that connects later reads the new capacity anyway. Requests up to the new capacity are served at once,
+    /// because the handler reads the capacity per request. Blocking; call from a control thread.
+    /// </summary>
+    /// <returns>What became of the notification; failures are also logged and never break the connection.</returns>
+    /// <exception cref="InvalidOperationException">The capacity went down: shrinking a live export is not supported.</exception>
+    public ConfigChangeNotification NotifyCapacityChanged()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        long capacity = _blockDevice.Capacity;
+        lock (_capacityGate)
+        {
+            if (capacity < _announcedCapacity)
+                throw new InvalidOperationException($"the device shrank from {_announcedCapacity} to {capacity} bytes: shrinking a live export is not supported");
+            _announcedCapacity = capacity;
+        }
+
+        VhostUserBackend? backend;
+        lock (_gate)
+            backend = _activeBackend;
+        ConfigChangeNotification outcome = backend?.NotifyConfigChanged() ?? ConfigChangeNotification.NoFrontend;
+        VhostUserBlkServerLog.CapacityChanged(_logger, capacity, outcome);
+        return outcome;
     }
 
     /// <summary>Ends when the server has stopped and every thread is joined.</summary>
@@ -234,6 +278,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         try
         {
             backend = new VhostUserBackend(socket, _device, _logger, _allowUnsealedMemory);
+            backend.Dispatcher.BackendAckTimeout = _backendAckTimeout;
         }
         catch
         {
@@ -241,6 +286,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
             throw;
         }
 
+        _activeBackend = backend; // callers hold _gate
         var thread = new Thread(() => Serve(backend, number)) { IsBackground = true, Name = $"vhost-user-blk connection {number}" };
         thread.Start();
         return thread;
@@ -259,6 +305,8 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         }
         finally
         {
+            lock (_gate)
+                _activeBackend = null;
             backend.Dispose();
             lock (_gate)
                 _active = null;
@@ -291,4 +339,7 @@ internal static partial class VhostUserBlkServerLog
 
     [LoggerMessage(EventId = 33, Level = LogLevel.Error, Message = "vhost-user-blk front-end {Number} failed")]
     public static partial void ConnectionFailed(ILogger logger, Exception error, int number);
+
+    [LoggerMessage(EventId = 35, Level = LogLevel.Information, Message = "vhost-user-blk capacity now {Capacity} bytes; config change: {Outcome}")]
+    public static partial void CapacityChanged(ILogger logger, long capacity, ConfigChangeNotification outcome);
 }

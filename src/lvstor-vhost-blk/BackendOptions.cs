@@ -12,11 +12,14 @@ internal sealed record BackendOptions
     public const string Usage =
         "usage: lvstor-vhost-blk (--socket-path PATH | --fd N) --image FILE [--format raw|qcow2] [--read-only]\n" +
         "                        [--num-queues N] [--serial S] [--direct] [--socket-mode OCTAL]\n" +
-        "                        [--allow-unsealed-memory]\n" +
+        "                        [--allow-unsealed-memory] [--control-socket PATH]\n" +
         "       lvstor-vhost-blk --print-capabilities\n" +
         "  --blk-file FILE is accepted as a synonym of --image (vhost-user.rst).";
 
     public string? SocketPath { get; init; }
+
+    /// <summary>Where to listen for control commands (info, resize SIZE), or null for none.</summary>
+    public string? ControlSocket { get; init; }
 
     public int? Fd { get; init; }
 
@@ -83,6 +86,9 @@ internal sealed record BackendOptions
                     break;
                 case "--socket-path":
                     o = o with { SocketPath = Value() ?? Missing(arg, ref error) };
+                    break;
+                case "--control-socket":
+                    o = o with { ControlSocket = Value() ?? Missing(arg, ref error) };
                     break;
                 case "--image" or "--blk-file":
                     o = o with { Image = Value() ?? Missing(arg, ref error) };

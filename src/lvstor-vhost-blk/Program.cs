@@ -69,6 +69,9 @@ internal static class Program
         using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(
             System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
         server.Start();
+        await using ControlSocket? control = options.ControlSocket is { } controlPath
+            ? ControlSocket.Start(controlPath, device, server, log)
+            : null;
         try
         {
             await server.Completion.WaitAsync(stop.Token).ConfigureAwait(false);
@@ -78,6 +81,8 @@ internal static class Program
             log.LogInformation("signal received, stopping");
         }
 
+        if (control is not null)
+            await control.DisposeAsync().ConfigureAwait(false); // no resize may run while the image is flushed and closed
         await server.StopAsync().ConfigureAwait(false);
         if (!image.IsReadOnly)
             image.Flush();

@@ -7,6 +7,11 @@
 #                               drop caches, read them back and compare
 #   lvstor.task=verify          only check lvstor.expect regions (e.g. after a reboot or back-end restart)
 #   lvstor.task=fio             (initrd-fio.img only) run fio jobs with verify=crc32c, see lvstor.fio
+#   lvstor.task=resize          check lvstor.expect, print "lvstor: waiting for resize to BYTES", poll
+#                               /sys/block/DEV/size until the disk has lvstor.newsize (within lvstor.resizewait
+#                               seconds, default 60), then write-verify lvstor.write (which may lie past the old end);
+#                               lvstor.resizeio=1 keeps O_DIRECT reads of [0,16M) and zero writes of [512M,528M) going
+#                               until the new size shows
 #   lvstor.dev=/dev/vda         the disk (default /dev/vda)
 #   lvstor.size=BYTES           optional: the expected disk size (suffixes K M G)
 #   lvstor.expect=SPEC,...      regions that must already hold a byte pattern
@@ -129,6 +134,41 @@ case "$TASK" in
                 fail "fio $j failed"
             fi
         done;;
+    resize)
+        [ -n "$WRITE" ] || fail "resize needs lvstor.write"
+        RESIZE_TO=$(bytes "$(arg lvstor.newsize 0)")
+        [ "$RESIZE_TO" -gt "$SIZE" ] || fail "resize needs lvstor.newsize above the current size $SIZE"
+        each check "$EXPECT"
+        t0=$(up)
+        if [ "$(arg lvstor.resizeio 0)" = 1 ]; then
+            # keep O_DIRECT reads and zero writes (over 512M+16M, which must stay zero) in flight during the resize
+            rm -f /tmp/stopio; echo 0 > /tmp/iopasses
+            ( n=0; while [ ! -e /tmp/stopio ]; do
+                dd if="$DEV" of=/dev/null bs=64K count=256 iflag=direct 2>/dev/null || { echo fail > /tmp/iopasses; exit; }
+                dd if=/dev/zero of="$DEV" bs=64K seek=8192 count=256 oflag=direct 2>/dev/null || { echo fail > /tmp/iopasses; exit; }
+                n=$((n + 1)); echo $n > /tmp/iopasses
+              done ) &
+            iopid=$!
+        fi
+        say "waiting for resize to $RESIZE_TO"
+        sysfs=/sys/block/${DEV#/dev/}/size
+        limit=$(( $(arg lvstor.resizewait 60) * 10 ))
+        i=0
+        while [ $(( $(cat "$sysfs") * 512 )) != "$RESIZE_TO" ] && [ $i -lt $limit ]; do sleep 0.1; i=$((i+1)); done
+        [ $(( $(cat "$sysfs") * 512 )) = "$RESIZE_TO" ] || fail "size still $(( $(cat "$sysfs") * 512 )), expected $RESIZE_TO"
+        SIZE=$(blockdev --getsize64 "$DEV")
+        [ "$SIZE" = "$RESIZE_TO" ] || fail "sysfs shows $RESIZE_TO but blockdev --getsize64 says $SIZE"
+        say "resized to $SIZE after $(echo "$(up) $t0" | awk '{printf "%.2f", $1 - $2}') s"
+        if [ -n "${iopid:-}" ]; then
+            touch /tmp/stopio; wait "$iopid"
+            [ "$(cat /tmp/iopasses)" != fail ] || fail "background I/O failed during the resize"
+            say "background I/O: $(cat /tmp/iopasses) passes of 16 MiB read + 16 MiB written during the resize"
+        fi
+        CHECKS=$((CHECKS + 1))
+        each write "$WRITE"
+        sync; echo 3 > /proc/sys/vm/drop_caches
+        each check "$WRITE"
+        each check "$EXPECT";;
     *) fail "unknown task '$TASK'";;
 esac
 

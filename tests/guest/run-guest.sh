@@ -19,6 +19,7 @@
 #   LVSTOR_GUEST_RECONNECT=    if set, -chardev ...,reconnect=N (seconds)
 #   LVSTOR_GUEST_MEM=512M  LVSTOR_GUEST_SMP=1
 #   LVSTOR_GUEST_LOG=FILE      keep the serial console (plus a hang dump) in FILE
+#   LVSTOR_GUEST_CONSOLE=FILE  QEMU writes the console to FILE as the guest runs (for scripts that react to it)
 #   LVSTOR_GUEST_DIR           guest cache (see build-guest.sh)
 set -euo pipefail
 
@@ -59,7 +60,7 @@ trap 'exit 130' INT TERM
 chardev="socket,id=c0,path=$sock"
 [ -n "${LVSTOR_GUEST_RECONNECT:-}" ] && chardev="$chardev,reconnect=$LVSTOR_GUEST_RECONNECT"
 
-serial=$tmp/serial.log
+serial=${LVSTOR_GUEST_CONSOLE:-$tmp/serial.log}
 start=$(date +%s.%N)
 # -no-reboot + panic=-1: a guest panic ends QEMU instead of looping. The HMP monitor socket is only
 # used to dump virtqueue state if the guest hangs.

@@ -35,6 +35,13 @@ internal sealed class VhostUserBackend : IDisposable
     /// <summary>The dispatcher (tests inspect vring state through it).</summary>
     internal VhostUserRequestDispatcher Dispatcher => _dispatcher;
 
+    /// <summary>
+    /// Tells the front-end that the config space changed (VHOST_USER_BACKEND_CONFIG_CHANGE_MSG), if it gave a
+    /// back-end channel; any thread. See <see cref="VhostUserRequestDispatcher.NotifyConfigChanged"/>.
+    /// </summary>
+    public ConfigChangeNotification NotifyConfigChanged() =>
+        Volatile.Read(ref _disposed) != 0 ? ConfigChangeNotification.NoFrontend : _dispatcher.NotifyConfigChanged();
+
     /// <summary>Why the connection ended, or null while it runs.</summary>
     public VhostUserProtocolException? BreakReason => _connection.BreakReason;
 

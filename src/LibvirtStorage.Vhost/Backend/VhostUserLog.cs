@@ -16,4 +16,8 @@ internal static partial class VhostUserLog
     /// <summary>The connection ended (front-end gone, rules broken, or shutdown).</summary>
     [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "vhost-user connection ended: {Reason}")]
     public static partial void ConnectionEnded(ILogger logger, string reason);
+
+    /// <summary>A config-change notification on the back-end channel failed; the main connection goes on.</summary>
+    [LoggerMessage(EventId = 10, Level = LogLevel.Warning, Message = "vhost-user back-end channel: config change {Outcome}: {Reason}")]
+    public static partial void BackendChannelFailed(ILogger logger, string outcome, string reason);
 }

@@ -37,7 +37,8 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
 
     /// <summary>Protocol features the framework always offers.</summary>
     public const VhostUserProtocolFeatures FrameworkProtocolFeatures =
-        VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.ResetDevice;
+        VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.ResetDevice
+        | VhostUserProtocolFeatures.BackendReq;
 
     private readonly VhostUserConnection _connection;
     private readonly IVhostUserDevice _device;
@@ -140,6 +141,10 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
             case FrontendRequest.SetOwner:
                 return null;
             case FrontendRequest.ResetOwner or FrontendRequest.ResetDevice:
+                // RESET_OWNER ends the front-end's session, so its back-end channel goes; RESET_DEVICE only resets
+                // the device, and QEMU sends SET_BACKEND_REQ_FD once per connection, so the channel stays.
+                if (message.Request == FrontendRequest.ResetOwner)
+                    CloseBackendChannel();
                 ResetVrings();
                 _device.Reset();
                 return null;
@@ -172,6 +177,8 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
                 return null;
             case FrontendRequest.SetConfig:
                 return SetConfig(message.Payload);
+            case FrontendRequest.SetBackendReqFd:
+                return SetBackendChannel(message);
             default:
                 return "not supported by this back-end";
         }
@@ -245,6 +252,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
     /// <summary>Stops every worker, closes every fd, and unmaps the memory once no lease remains.</summary>
     public void Dispose()
     {
+        CloseBackendChannel();
         foreach (VhostUserVring vring in _vrings)
             vring.Reset(enabled: false);
         Memory.Dispose();

@@ -15,7 +15,9 @@ namespace LibvirtStorage.Vhost.Tests.Server;
 /// <summary>
 /// A virtio-blk guest behind a QEMU-shaped front-end, connected to a server's UNIX socket: 1 MiB of memfd memory
 /// (rings at GPA 0, request header at 0x8000, status at 0x8100, data at 0x10000), one queue of 64, and synchronous
-/// requests (post a chain, kick, wait for the call, take the used entry).
+/// requests (post a chain, kick, wait for the call, take the used entry). Like QEMU it hands the back-end a
+/// back-end channel (SET_BACKEND_REQ_FD) and answers CONFIG_CHANGE_MSG by re-reading the config with GET_CONFIG,
+/// then acking (<see cref="BackendChannelPeer"/>); the capacity it read is <see cref="ConfigCapacity"/>.
 /// </summary>
 internal sealed class BlkGuest : IDisposable
 {
@@ -30,7 +32,10 @@ internal sealed class BlkGuest : IDisposable
     private readonly SafeFileHandle _call = TestNative.EventFd();
     private readonly GuestRegion _region;
     private readonly GuestMemoryMap _map;
+    private readonly Lock _mainChannel = new();
     private FakeDriver? _driver;
+    private BackendChannelPeer? _backendChannel;
+    private long _configCapacity = -1;
 
     private BlkGuest(SafeHandle socket)
     {
@@ -46,6 +51,15 @@ internal sealed class BlkGuest : IDisposable
 
     private GuestMemory Memory => _map.Memory;
 
+    /// <summary>The capacity (sectors) the last CONFIG_CHANGE_MSG handler read with GET_CONFIG, or -1.</summary>
+    public long ConfigCapacity => Interlocked.Read(ref _configCapacity);
+
+    /// <summary>Set each time a CONFIG_CHANGE_MSG was handled (the test resets it).</summary>
+    public ManualResetEventSlim ConfigChanged { get; } = new();
+
+    /// <summary>The back-end channel's front-end end, when <see cref="Start"/> set one up.</summary>
+    public BackendChannelPeer? BackendChannel => _backendChannel;
+
     /// <summary>Connects to <paramref name="socketPath"/> (blocking fd, as QEMU's chardev uses it).</summary>
     public static BlkGuest Connect(string socketPath)
     {
@@ -57,16 +71,28 @@ internal sealed class BlkGuest : IDisposable
     /// <summary>Connects over one end of a socketpair (the other end goes to <c>--fd</c>).</summary>
     public static BlkGuest Over(SafeHandle socket) => new(socket);
 
-    /// <summary>Negotiation, memory table and queue 0, in QEMU's order.</summary>
-    public BlkGuest Start()
+    /// <summary>
+    /// Negotiation, memory table and queue 0, in QEMU's order. With <paramref name="backendChannel"/> null the
+    /// front-end does not negotiate BACKEND_REQ and gives no back-end channel (an older front-end).
+    /// </summary>
+    public BlkGuest Start(BackendChannelBehaviour? backendChannel = BackendChannelBehaviour.Ack)
     {
         Frontend.Send(FrontendRequest.GetFeatures);
         Features = Frontend.ReceiveU64Reply(FrontendRequest.GetFeatures);
         Frontend.Send(FrontendRequest.GetProtocolFeatures);
         var offered = (VhostUserProtocolFeatures)Frontend.ReceiveU64Reply(FrontendRequest.GetProtocolFeatures);
         Assert.True(offered.HasFlag(VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Mq));
-        var wanted = VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.ReplyAck;
+        var wanted = VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.ReplyAck
+            | (backendChannel is null ? 0 : VhostUserProtocolFeatures.BackendReq);
         Frontend.Send(FrontendRequest.SetProtocolFeatures, new VhostUserU64((ulong)wanted));
+        if (backendChannel is { } behaviour)
+        {
+            Assert.True(offered.HasFlag(VhostUserProtocolFeatures.BackendReq));
+            _backendChannel = new BackendChannelPeer(behaviour) { OnConfigChange = ReReadConfig };
+            _backendChannel.HandOver(Frontend, needReply: true);
+            Assert.Equal(0UL, Frontend.ReceiveU64Reply(FrontendRequest.SetBackendReqFd));
+        }
+
         Frontend.Send(FrontendRequest.SetOwner);
         Ack(FrontendRequest.SetFeatures, new VhostUserU64(Features & ~VhostUserRequestDispatcher.VirtioRingFEventIdx));
         Frontend.SetMemTable([new VhostUserMemoryRegion(0, MemorySize, UserBase, 0)], [_memFd], needReply: true);
@@ -89,8 +115,26 @@ internal sealed class BlkGuest : IDisposable
     {
         Span<byte> payload = stackalloc byte[12 + length];
         int n = VhostUserFrontendChannel.EncodeConfig(payload, 0, 0, new byte[length]);
-        Frontend.Send(FrontendRequest.GetConfig, payload[..n]);
-        return Frontend.ReceiveReply(FrontendRequest.GetConfig)[12..].ToArray();
+        lock (_mainChannel) // the back-end channel's handler uses the main channel too
+        {
+            Frontend.Send(FrontendRequest.GetConfig, payload[..n]);
+            return Frontend.ReceiveReply(FrontendRequest.GetConfig)[12..].ToArray();
+        }
+    }
+
+    // QEMU's vhost_user_blk_handle_config_change: re-read the config, keep the new capacity, ack 0 (1 on failure).
+    private ulong ReReadConfig()
+    {
+        try
+        {
+            Interlocked.Exchange(ref _configCapacity, (long)BitConverter.ToUInt64(GetConfig(), 0));
+            ConfigChanged.Set();
+            return 0;
+        }
+        catch (IOException)
+        {
+            return 1;
+        }
     }
 
     /// <summary>One request: header, optional data (device-readable <paramref name="output"/> or
@@ -125,6 +169,8 @@ internal sealed class BlkGuest : IDisposable
     public void Dispose()
     {
         Frontend.Dispose();
+        _backendChannel?.Dispose();
+        ConfigChanged.Dispose();
         _map.Release();
         _region.Dispose();
         _memFd.Dispose();
