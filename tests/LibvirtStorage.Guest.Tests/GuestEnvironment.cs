@@ -3,7 +3,7 @@ namespace LibvirtStorage.Guest.Tests;
 /// <summary>Where the guest scripts and the back-end are, and whether this machine can boot the guest.</summary>
 internal static class GuestEnvironment
 {
-    private static readonly string[] RequiredTools = ["qemu-system-x86_64", "qemu-storage-daemon", "qemu-img", "qemu-io", "fio", "busybox"];
+    private static readonly string[] RequiredTools = ["qemu-system-x86_64", "qemu-storage-daemon", "qemu-img", "qemu-io", "fio", "busybox", "python3"];
 
     /// <summary>tests/guest in the source tree, found upwards from the test assembly.</summary>
     public static string ScriptDir { get; } = FindScriptDir();

@@ -29,6 +29,16 @@ public sealed class OurBackendGuestTests(ITestOutputHelper output)
         AssertOk(GuestScript.Run("qsd-smoke.sh", env, "fio"));
     }
 
+    /// <summary>
+    /// Live resize: the export grows from 1 GiB to 1.5 GiB through the back-end's control socket while the guest has
+    /// I/O in flight; the guest sees the new size without a reboot and writes across the old end and in the new tail.
+    /// </summary>
+    [GuestFact]
+    public void LiveResize_GuestSeesTheNewCapacityAndWritesPastTheOldEnd()
+    {
+        AssertOk(GuestScript.Run("resize.sh"));
+    }
+
     /// <summary>CI's short soak: a few boots in a row under the watchdog, counted; `make soak` runs 30.</summary>
     [GuestFact]
     public void ShortSoak_NoHangNoFailure()
