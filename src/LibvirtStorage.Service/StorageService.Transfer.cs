@@ -10,6 +10,7 @@ public sealed partial class StorageService
 {
     private const int TransferChunk = 1 << 20;
     private const long WipeChunk = 64L << 20;
+    private const int ZeroBlock = 64 << 10;
 
     /// <summary>
     /// Copies the volume's guest-visible data into <paramref name="destination"/> (virsh vol-download). A
@@ -134,7 +135,8 @@ public sealed partial class StorageService
 
     private static TransferResult Download(IBlockImage image, SafeFileHandle destination, long offset, long count, Reporter reporter, CancellationToken cancellationToken)
     {
-        bool sparse = FileDescriptors.IsSeekable(destination) && TryResetLength(destination, count);
+        bool seekable = FileDescriptors.IsSeekable(destination);
+        bool sparse = seekable && TryResetLength(destination, count);
 
         byte[] buffer = ArrayPool<byte>.Shared.Rent(TransferChunk);
         long data = 0, skipped = 0;
@@ -155,14 +157,34 @@ public sealed partial class StorageService
                     image.Read(offset + done, chunk);
                 }
 
-                bool allZero = zero || !chunk.ContainsAnyExcept((byte)0);
-                if (!(sparse && allZero))
+                if (!sparse)
                 {
-                    RandomAccess.Write(destination, chunk, done);
-                    data += allZero ? 0 : n;
+                    Write(destination, seekable, chunk, done);
+                    data += zero ? 0 : n;
+                    skipped += zero ? n : 0;
+                }
+                else if (!zero)
+                {
+                    // Inside a data extent, all-zero blocks stay holes too (a raw file full of written zeroes).
+                    for (int block = 0; block < n; block += ZeroBlock)
+                    {
+                        ReadOnlySpan<byte> part = chunk.Slice(block, Math.Min(ZeroBlock, n - block));
+                        if (part.ContainsAnyExcept((byte)0))
+                        {
+                            RandomAccess.Write(destination, part, done + block);
+                            data += part.Length;
+                        }
+                        else
+                        {
+                            skipped += part.Length;
+                        }
+                    }
+                }
+                else
+                {
+                    skipped += n;
                 }
 
-                skipped += allZero ? n : 0;
                 done += n;
                 reporter.Advance(n);
             }
@@ -178,6 +200,7 @@ public sealed partial class StorageService
 
     private static TransferResult Upload(IBlockImage image, SafeFileHandle source, long offset, long count, Reporter reporter, CancellationToken cancellationToken)
     {
+        bool seekable = FileDescriptors.IsSeekable(source);
         byte[] buffer = ArrayPool<byte>.Shared.Rent(TransferChunk);
         long done = 0, data = 0, zeroes = 0;
         try
@@ -189,8 +212,9 @@ public sealed partial class StorageService
                 int filled = 0;
                 while (filled < wanted)
                 {
-                    // For pipes the offset is ignored and the bytes come in order; regular files are read from byte 0.
-                    int n = RandomAccess.Read(source, buffer.AsSpan(filled, wanted - filled), done + filled);
+                    // Regular files are read from their byte 0; pipes and sockets from where they stand.
+                    Span<byte> free = buffer.AsSpan(filled, wanted - filled);
+                    int n = seekable ? RandomAccess.Read(source, free, done + filled) : FileDescriptors.Read(source, free);
                     if (n == 0)
                     {
                         break;
@@ -204,17 +228,9 @@ public sealed partial class StorageService
                     break;
                 }
 
-                ReadOnlySpan<byte> chunk = buffer.AsSpan(0, filled);
-                if (chunk.ContainsAnyExcept((byte)0))
-                {
-                    image.Write(offset + done, chunk);
-                    data += filled;
-                }
-                else
-                {
-                    image.WriteZeroes(offset + done, filled, unmap: true);
-                    zeroes += filled;
-                }
+                long written = WriteDetectingZeroes(image, offset + done, buffer.AsSpan(0, filled));
+                data += written;
+                zeroes += filled - written;
 
                 done += filled;
                 reporter.Advance(filled);
@@ -231,6 +247,54 @@ public sealed partial class StorageService
 
         reporter.Done();
         return new TransferResult(done, data, zeroes);
+    }
+
+    private static void Write(SafeFileHandle destination, bool seekable, ReadOnlySpan<byte> chunk, long position)
+    {
+        if (seekable)
+        {
+            RandomAccess.Write(destination, chunk, position);
+        }
+        else
+        {
+            FileDescriptors.WriteAll(destination, chunk);
+        }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="chunk"/> in runs of <see cref="ZeroBlock"/>-byte blocks: all-zero runs become
+    /// zero ranges (so the image stays sparse), the rest is written as data. Returns the data bytes written.
+    /// </summary>
+    private static long WriteDetectingZeroes(IBlockImage image, long offset, ReadOnlySpan<byte> chunk)
+    {
+        long data = 0;
+        int start = 0;
+        while (start < chunk.Length)
+        {
+            bool zero = IsZeroBlock(chunk, start);
+            int end = start;
+            while (end < chunk.Length && IsZeroBlock(chunk, end) == zero)
+            {
+                end = Math.Min(chunk.Length, end + ZeroBlock);
+            }
+
+            if (zero)
+            {
+                image.WriteZeroes(offset + start, end - start, unmap: true);
+            }
+            else
+            {
+                image.Write(offset + start, chunk[start..end]);
+                data += end - start;
+            }
+
+            start = end;
+        }
+
+        return data;
+
+        static bool IsZeroBlock(ReadOnlySpan<byte> chunk, int at) =>
+            !chunk.Slice(at, Math.Min(ZeroBlock, chunk.Length - at)).ContainsAnyExcept((byte)0);
     }
 
     /// <summary>
