@@ -74,10 +74,10 @@ internal sealed class StateStore
     /// <summary>Writes the state atomically and durably.</summary>
     public void Save(InventoryState state)
     {
-        System.IO.Directory.CreateDirectory(Directory);
         string temporary = FilePath + ".tmp";
         try
         {
+            System.IO.Directory.CreateDirectory(Directory);
             using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
             {
                 JsonSerializer.Serialize(stream, state, StateJsonContext.Default.InventoryState);
