@@ -58,6 +58,10 @@ internal static class ThrowHelper
         OperationCanceledException => new StorageServiceException(StorageErrorKind.Cancelled, $"{what}: cancelled", ex),
         UnauthorizedAccessException => new StorageServiceException(StorageErrorKind.Io, $"{what}: permission denied ({ex.Message}); check the owner and mode of the pool directory", ex),
         IOException => new StorageServiceException(StorageErrorKind.Io, $"{what}: {ex.Message}", ex),
+
+        // .NET reports EFBIG from ftruncate (FileStream.SetLength, used by the engine for raw files) this way.
+        ArgumentOutOfRangeException { ParamName: "value" } when ex.Message.Contains("file system", StringComparison.Ordinal) =>
+            new StorageServiceException(StorageErrorKind.Io, $"{what}: the file system cannot hold a file that large (EFBIG); choose a smaller capacity or another file system", ex),
         _ => null,
     };
 

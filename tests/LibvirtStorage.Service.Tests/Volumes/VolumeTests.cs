@@ -72,6 +72,20 @@ public sealed class VolumeTests
     }
 
     [Fact]
+    public void An_image_the_file_system_refuses_leaves_no_partial_file()
+    {
+        using var h = new ServiceHarness();
+        if (new DriveInfo(h.PoolPath("p")).DriveFormat is not ("ext4" or "ext3" or "ext2"))
+        {
+            return; // needs a file system whose largest file is smaller than MaxCapacity (ext4: 16 TiB)
+        }
+
+        var ex = Expect.ErrorChangingNothing(h, StorageErrorKind.Io, () => h.Service.CreateVolume("p", new VolumeSpec("huge", "raw", StorageService.MaxCapacity)));
+        Assert.Contains("cannot create volume 'huge'", ex.Message, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFileSystemEntries(h.PoolPath("p")));
+    }
+
+    [Fact]
     public void Overlay_over_a_backing_volume_shows_the_chain_and_makes_the_base_read_only()
     {
         using var h = new ServiceHarness();
