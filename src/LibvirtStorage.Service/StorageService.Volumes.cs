@@ -159,28 +159,39 @@ public sealed partial class StorageService
         throw new StorageServiceException(StorageErrorKind.NotFound, $"no volume has key {key}");
     }
 
-    /// <summary>Every volume of a pool, by name.</summary>
+    /// <summary>Every volume of a pool, by name. A volume whose image cannot be read is listed with its <see cref="VolumeInfo.Problem"/>.</summary>
     public IReadOnlyList<VolumeInfo> ListVolumes(string poolName)
     {
         PoolState pool = RequirePool(Snapshot(), poolName);
-        return pool.Volumes.Select(v => ToInfo(pool, v)).ToList();
+        return pool.Volumes.Select(v => ToInfo(pool, v, tolerant: true)).ToList();
     }
 
     /// <summary>
     /// Reads capacity and allocation from the top image. It opens without locks (as <c>qemu-img info -U</c>)
     /// and reads only the header, so info works while an export or a copy holds the image.
     /// </summary>
-    private VolumeInfo ToInfo(PoolState pool, VolumeState volume)
+    private VolumeInfo ToInfo(PoolState pool, VolumeState volume, bool tolerant = false)
     {
         string path = pool.FullPath(volume.File);
-        var image = ThrowHelper.Translate($"cannot read volume '{volume.Name}'",
-            () => ImageInfo.Get(path, volume.Format, forceShare: true));
+        long capacity = 0, allocation = 0;
+        string? problem = null;
+        try
+        {
+            ImageInfo image = ThrowHelper.Translate($"cannot read volume '{volume.Name}'",
+                () => ImageInfo.Get(path, volume.Format, forceShare: true));
+            (capacity, allocation) = (image.VirtualSize, image.ActualSize);
+        }
+        catch (StorageServiceException ex) when (tolerant)
+        {
+            problem = ex.Message;
+        }
+
         List<ChainLayer> chain = ExpectedChain(pool, volume);
         chain.RemoveAt(0);
         var snapshots = volume.Snapshots.Select(s => new SnapshotInfo(s.Name, s.Created, s.Format, pool.FullPath(s.File))).ToList();
-        return new VolumeInfo(pool.Name, volume.Name, volume.Key, volume.Format, image.VirtualSize, image.ActualSize,
+        return new VolumeInfo(pool.Name, volume.Name, volume.Key, volume.Format, capacity, allocation,
             IsBackingOfOthers(pool, volume), path, StorageNames.SocketPath(RuntimeDirectory, pool.Name, volume.Name),
-            chain.Select(l => l with { File = pool.FullPath(l.File) }).ToList(), snapshots);
+            chain.Select(l => l with { File = pool.FullPath(l.File) }).ToList(), snapshots, problem);
     }
 
     /// <summary>

@@ -14,8 +14,10 @@ namespace LibvirtStorage.Service;
 /// <param name="SocketPath">Where the volume's vhost-user-blk export will listen.</param>
 /// <param name="Chain">Backing layers below the top, nearest first.</param>
 /// <param name="Snapshots">Snapshot records, oldest first.</param>
+/// <param name="Problem">In listings only: why the top image could not be read (capacity and allocation are then 0); null when it could.</param>
 public sealed record VolumeInfo(string Pool, string Name, Guid Key, ImageFormat Format, long Capacity, long Allocation,
-    bool ReadOnly, string File, string SocketPath, IReadOnlyList<ChainLayer> Chain, IReadOnlyList<SnapshotInfo> Snapshots);
+    bool ReadOnly, string File, string SocketPath, IReadOnlyList<ChainLayer> Chain, IReadOnlyList<SnapshotInfo> Snapshots,
+    string? Problem = null);
 
 /// <summary>One backing layer, named by the volume (and snapshot) it belongs to.</summary>
 /// <param name="Volume">The volume owning the layer.</param>

@@ -63,6 +63,13 @@ public sealed class RefreshTests
         System.IO.File.Delete(h.File("disk"));
         RefreshReport report = h.Service.RefreshPool("p");
         Assert.Contains(report.Problems, p => p.File == "disk" && p.Message.Contains("missing", StringComparison.Ordinal));
+
+        // Listing still works and says what is wrong; info on the volume itself is an error.
+        VolumeInfo listed = Assert.Single(h.Service.ListVolumes("p"));
+        Assert.Contains("no such file", listed.Problem, StringComparison.Ordinal);
+        Expect.Error(StorageErrorKind.Invalid, () => h.Service.GetVolume("p", "disk"));
+        h.Service.DeleteVolume("p", "disk");
+        Assert.Empty(h.Service.ListVolumes("p"));
     }
 
     [Fact]
