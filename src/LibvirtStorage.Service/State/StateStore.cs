@@ -68,8 +68,63 @@ internal sealed class StateStore
             throw Corrupt("a pool or volume entry lacks its name, path or file", null);
         }
 
+        if (FindInconsistency(state) is { } inconsistency)
+        {
+            throw Corrupt(inconsistency, null);
+        }
+
         return state;
     }
+
+    /// <summary>
+    /// What makes a parsed state unusable: duplicate names or keys, relative pool paths, or file names that
+    /// are not plain names in the pool directory (a hand-edited "../x" must never reach a file operation).
+    /// </summary>
+    private static string? FindInconsistency(InventoryState state)
+    {
+        var pools = new HashSet<string>(StringComparer.Ordinal);
+        var keys = new HashSet<Guid>();
+        foreach (PoolState pool in state.Pools)
+        {
+            if (!pools.Add(pool.Name))
+            {
+                return $"pool '{pool.Name}' appears twice";
+            }
+
+            if (!Path.IsPathRooted(pool.Path))
+            {
+                return $"pool '{pool.Name}' has the relative path '{pool.Path}'";
+            }
+
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            var files = new HashSet<string>(StringComparer.Ordinal);
+            foreach (VolumeState volume in pool.Volumes)
+            {
+                if (!names.Add(volume.Name) || !keys.Add(volume.Key))
+                {
+                    return $"volume '{volume.Name}' (key {volume.Key}) appears twice";
+                }
+
+                foreach (string file in volume.Files().Append(volume.BackingFile ?? "ok"))
+                {
+                    if (!IsPlainFileName(file))
+                    {
+                        return $"volume '{volume.Name}' names the file '{file}', which is not a plain file name in the pool directory";
+                    }
+                }
+
+                if (volume.Files().Any(f => !files.Add(f)))
+                {
+                    return $"volume '{volume.Name}' shares a file with another volume";
+                }
+            }
+        }
+
+        return null;
+    }
+
+    private static bool IsPlainFileName(string? name) =>
+        !string.IsNullOrEmpty(name) && name is not ("." or "..") && !name.Contains('/', StringComparison.Ordinal) && !name.Contains('\0', StringComparison.Ordinal);
 
     /// <summary>Writes the state atomically and durably.</summary>
     public void Save(InventoryState state)

@@ -49,6 +49,9 @@ public sealed class PersistenceTests
     [InlineData("null")]
     [InlineData("{\"version\": 99, \"pools\": []}")]
     [InlineData("{\"version\": 1, \"pools\": [{\"uuid\": \"00000000-0000-0000-0000-000000000000\"}]}")]
+    [InlineData("{\"version\": 1, \"pools\": [{\"name\": \"p\", \"path\": \"/x\", \"volumes\": []}, {\"name\": \"p\", \"path\": \"/y\", \"volumes\": []}]}")]
+    [InlineData("{\"version\": 1, \"pools\": [{\"name\": \"p\", \"path\": \"relative\", \"volumes\": []}]}")]
+    [InlineData("{\"version\": 1, \"pools\": [{\"name\": \"p\", \"path\": \"/x\", \"volumes\": [{\"name\": \"v\", \"file\": \"../../etc/passwd\", \"snapshots\": []}]}]}")]
     public void A_damaged_state_file_is_a_Corrupt_error_naming_it(string content)
     {
         using var h = new ServiceHarness();
