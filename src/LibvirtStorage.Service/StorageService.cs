@@ -117,6 +117,24 @@ public sealed partial class StorageService
             }
         }
 
+        // Hidden files are the service's own; one the inventory does not know was left by an interrupted call.
+        var known = pool.KnownFiles().ToHashSet(StringComparer.Ordinal);
+        try
+        {
+            foreach (string path in Directory.EnumerateFiles(pool.Path, ".*"))
+            {
+                string file = Path.GetFileName(path);
+                if (!known.Contains(file) && (file.Contains(".creating-", StringComparison.Ordinal) || pool.Volumes.Any(v => file.StartsWith($".{v.Name}.", StringComparison.Ordinal))))
+                {
+                    problems.Add(new StorageProblem(pool.Name, file, $"{path} belongs to no volume (left by an interrupted operation); delete it"));
+                }
+            }
+        }
+        catch (IOException)
+        {
+            // The directory listing is advisory; a missing directory was reported already.
+        }
+
         return problems;
 
         static string Describe(List<(string File, ImageFormat Format)> chain) =>

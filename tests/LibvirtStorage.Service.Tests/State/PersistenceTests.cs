@@ -78,6 +78,18 @@ public sealed class PersistenceTests
     }
 
     [Fact]
+    public void Files_left_by_an_interrupted_operation_are_reported()
+    {
+        using var h = new ServiceHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("disk", "qcow2", MiB));
+        System.IO.File.WriteAllText(h.File(".disk.7"), "orphan overlay");
+        System.IO.File.WriteAllText(h.File(".new.creating-0123"), "half a create");
+        System.IO.File.WriteAllText(h.File(".bashrc"), "not ours");
+        StorageService restarted = h.Reopen();
+        Assert.Equal([".disk.7", ".new.creating-0123"], restarted.LoadProblems.Select(p => p.File).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
     public void A_pool_whose_directory_is_missing_loads_stopped_and_is_reported()
     {
         using var h = new ServiceHarness();

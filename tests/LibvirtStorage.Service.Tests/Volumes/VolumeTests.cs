@@ -37,6 +37,15 @@ public sealed class VolumeTests
     }
 
     [Fact]
+    public void Capacity_at_the_limit_is_accepted_for_qcow2()
+    {
+        using var h = new ServiceHarness();
+        VolumeInfo volume = h.Service.CreateVolume("p", new VolumeSpec("huge", "qcow2", StorageService.MaxCapacity));
+        Assert.Equal(StorageService.MaxCapacity, volume.Capacity);
+        Assert.Contains($"\"virtual-size\": {StorageService.MaxCapacity}", Tool.QemuImg(h.PoolPath("p"), "info", "--output=json", "huge"), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Bad_creates_are_typed_and_change_nothing()
     {
         using var h = new ServiceHarness();
