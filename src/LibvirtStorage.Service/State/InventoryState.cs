@@ -48,12 +48,13 @@ internal sealed record PoolState(string Name, Guid Uuid, string Path, bool Autos
 
 /// <summary>
 /// A volume: its current top file, its snapshot layers (oldest first, each the backing of the next, the
-/// newest the backing of the top) and, under the oldest layer, optionally a file of another volume.
+/// newest the backing of the top) and, under the oldest layer, optionally <see cref="BackingFile"/>: a file
+/// of another volume in the same pool.
 /// </summary>
 internal sealed record VolumeState(Guid Key, string Name, string File, ImageFormat Format, string? BackingFile,
     ImageFormat? BackingFormat, IReadOnlyList<SnapshotState> Snapshots, int NextLayer, DateTimeOffset Created)
 {
-    /// <summary>The file the oldest own layer backs onto: another volume's file, or null.</summary>
+    /// <summary>The volume's own files: the top, then the snapshot layers oldest first.</summary>
     public IEnumerable<string> Files() => Snapshots.Select(s => s.File).Prepend(File);
 
     /// <summary>Own layers, top first: (file, format, snapshot name or null for the top).</summary>
