@@ -37,7 +37,8 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
 
     /// <summary>Protocol features the framework always offers.</summary>
     public const VhostUserProtocolFeatures FrameworkProtocolFeatures =
-        VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.ResetDevice;
+        VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.ResetDevice
+        | VhostUserProtocolFeatures.InflightShmfd;
 
     private readonly VhostUserConnection _connection;
     private readonly IVhostUserDevice _device;
@@ -172,6 +173,10 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
                 return null;
             case FrontendRequest.SetConfig:
                 return SetConfig(message.Payload);
+            case FrontendRequest.GetInflightFd:
+                return GetInflightFd(message);
+            case FrontendRequest.SetInflightFd:
+                return SetInflightFd(message);
             default:
                 return "not supported by this back-end";
         }
@@ -233,6 +238,8 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
     {
         foreach (VhostUserVring vring in _vrings)
             vring.Reset(enabled: !ProtocolFeaturesNegotiated && _featuresAcked);
+        // A reset device has no requests in flight; a stale area must not resubmit into fresh rings.
+        ReleaseInflightArea();
     }
 
     /// <summary>Stops and joins every queue worker (the connection ended); fds and memory stay until <see cref="Dispose"/>.</summary>
@@ -247,6 +254,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
     {
         foreach (VhostUserVring vring in _vrings)
             vring.Reset(enabled: false);
+        ReleaseInflightArea();
         Memory.Dispose();
         ReleaseRegions();
     }
