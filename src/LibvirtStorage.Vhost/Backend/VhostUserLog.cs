@@ -16,4 +16,8 @@ internal static partial class VhostUserLog
     /// <summary>The connection ended (front-end gone, rules broken, or shutdown).</summary>
     [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "vhost-user connection ended: {Reason}")]
     public static partial void ConnectionEnded(ILogger logger, string reason);
+
+    /// <summary>A queue started on an inflight area (SET_INFLIGHT_FD) that a previous back-end left requests in.</summary>
+    [LoggerMessage(EventId = 4, Level = LogLevel.Information, Message = "vhost-user queue {Queue}: resubmitting {Count} request(s) left in flight, continuing at avail index {NextAvail}")]
+    public static partial void Resubmitting(ILogger logger, int queue, int count, ushort nextAvail);
 }

@@ -66,6 +66,8 @@ internal sealed class VhostUserVring
         // With an inflight area the area decides where to continue: unfinished heads first, then new ones.
         if (Inflight is not null && Queue.AttachInflight(Inflight) != QueueError.None)
             return $"vring {Index} cannot start: {Queue.Error}";
+        if (Queue.PendingResubmissions > 0)
+            VhostUserLog.Resubmitting(logger, Index, Queue.PendingResubmissions, Queue.NextAvail);
         Worker = new VhostUserQueueWorker(Index, Queue, lease.Memory, slot, device, Kick, Call, Err, logger);
         return null;
     }
