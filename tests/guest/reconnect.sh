@@ -141,9 +141,10 @@ grep -aq '^LVSTOR-RESULT' <<<"$console" && die "the guest finished before the re
 old_pid=$backend_pid
 t0=$(date +%s.%N)
 if [ "$mode" = kill ]; then stop_backend KILL; else stop_backend TERM; fi
+restart_rc=$stopped_rc
 start_backend
 t1=$(date +%s.%N)
-log "back-end $old_pid stopped (SIG$( [ "$mode" = kill ] && echo KILL || echo TERM ), exit $stopped_rc); new pid $backend_pid after $(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}') s"
+log "back-end $old_pid stopped (SIG$( [ "$mode" = kill ] && echo KILL || echo TERM ), exit $restart_rc); new pid $backend_pid after $(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}') s"
 
 grc=0
 wait "$guest_pid" || grc=$?
@@ -155,10 +156,10 @@ stop_backend TERM
 for f in "$work"/backend-*.log; do sed "s/^/$(basename "$f" .log): /" "$f" >&2; done
 resubmitted=n/a
 if [ "$backend_kind" = lvstor ]; then
-    resubmitted=$(grep -ao 'resubmitting [0-9]*' "$work/backend-2.log" | awk '{n += $2} END {print n + 0}')
+    resubmitted=$( (grep -ao 'resubmitting [0-9]*' "$work/backend-2.log" || true) | awk '{n += $2} END {print n + 0}')
     grep -aq 'front-end' "$work/backend-2.log" || log "note: no front-end line in the new back-end's log"
 fi
-summary="backend=$backend_kind mode=$mode stopped_exit=$stopped_rc resubmitted=$resubmitted ${guest_line#run-guest: } fio: ${fio_lines:-none}"
+summary="backend=$backend_kind mode=$mode stopped_exit=$restart_rc resubmitted=$resubmitted ${guest_line#run-guest: } fio: ${fio_lines:-none}"
 case $grc in
     0) ;;
     2) log "HANG: $summary"; exit 2;;
