@@ -16,7 +16,9 @@ namespace LibvirtStorage.Vhost.Backend;
 /// returned. The kick and call fds belong to the dispatcher's vring state and outlive the worker. A memory table
 /// swap needs no stop: each batch leases the current map and revalidates the rings when the map changed. A ring
 /// error marks the queue broken (the driver sees nothing more on it; the error eventfd, if the front-end set
-/// one, is signalled and QEMU reports it) and the worker then only waits for its stop.
+/// one, is signalled and QEMU reports it) and the worker then only waits for its stop. With an inflight region
+/// attached (SET_INFLIGHT_FD), pop and AddUsed track every head in it (<c>SplitVirtqueue.Inflight.cs</c>), and
+/// the batch the worker runs when it starts pops the heads a previous back-end left unfinished before new ones.
 /// </remarks>
 internal sealed class VhostUserQueueWorker
 {
