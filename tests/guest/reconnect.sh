@@ -163,7 +163,9 @@ summary="backend=$backend_kind mode=$mode stopped_exit=$restart_rc resubmitted=$
 case $grc in
     0) ;;
     2) log "HANG: $summary"; exit 2;;
-    *) die "guest task failed: $summary";;
+    *) outside=$(grep -ao 'terminating on signal [0-9]* from pid [0-9]*' "$work/guest.log" | head -1 || true)
+       [ -n "$outside" ] && summary="$summary (QEMU: $outside, not this script)"
+       die "guest task failed: $summary";;
 esac
 
 # --- host-side verification -----------------------------------------------------------------------
