@@ -32,6 +32,7 @@ internal sealed class VhostUserQueueWorker
     private readonly ILogger _logger;
     private readonly SafeFileHandle _stop = Notifier.CreateEventFd();
     private readonly Thread _thread;
+    private readonly bool _callAtStart;
     private GuestMemory? _validatedFor;
     private volatile string? _broken;
     private int _batches;
@@ -48,6 +49,7 @@ internal sealed class VhostUserQueueWorker
         _call = call;
         _err = err;
         _logger = logger;
+        _callAtStart = queue.NextUsed != 0;
         _thread = new Thread(Run) { IsBackground = true, Name = $"vhost-user queue {index}" };
         _thread.Start();
     }
@@ -74,6 +76,13 @@ internal sealed class VhostUserQueueWorker
         {
             // Buffers may have been made available before the kick fd arrived (a restarted queue): look once.
             RunBatch();
+            // A used entry published just before the previous connection (or back-end) went away may never have
+            // been signalled: QEMU drops calls while it tears its notifier down, and a back-end that completes its
+            // last requests on a graceful stop signals after that. Without a call the driver never looks again
+            // (found with tests/guest/reconnect.sh graceful: fio hung with every request completed). One call
+            // per start is harmless: the driver checks the used idx.
+            if (_callAtStart && _broken is null && _call is not null)
+                Notifier.Signal(_call);
             while (true)
             {
                 bool healthy = _broken is null;

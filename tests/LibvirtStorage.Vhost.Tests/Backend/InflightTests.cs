@@ -180,6 +180,24 @@ public sealed class InflightTests
         Assert.Equal(1, q.Driver.UsedIdx);
     }
 
+    [Fact]
+    public void A_queue_started_on_a_used_ring_with_entries_calls_once_for_completions_whose_call_was_lost()
+    {
+        using var h = new BackendHarness();
+        h.Negotiate(inflight: true);
+        Assert.Equal(0UL, h.SendMemTable());
+        // A previous back-end published 5 used entries; the front-end lost the call for the last of them.
+        var driver = new FakeDriver(h.Memory, BackendHarness.QueueSize, 0, 0x1000, 0x2000);
+        driver.StartAt(5);
+        QueueEnd q = h.StartQueue(0, 0x0, baseIndex: 5, driver: driver);
+        Assert.True(q.WaitForCall(), "no call at start");
+        Assert.False(q.WaitForCall(200), "more than one call at start");
+
+        // A fresh ring has nothing to announce.
+        QueueEnd fresh = h.StartQueue(1, 0x10000);
+        Assert.False(fresh.WaitForCall(200));
+    }
+
     public static TheoryData<string> HostileDescriptions() =>
     [
         "size beyond the fd", "offset beyond the fd", "size too small for the queues", "more queues than the device",
