@@ -16,6 +16,12 @@ public sealed record VhostUserBlkOptions
     /// <summary>Largest queue size the front-end may set (a power of two ≤ 32768).</summary>
     public int MaxQueueSize { get; init; } = VirtioBlkDevice.DefaultMaxQueueSize;
 
+    /// <summary>
+    /// Write-through export: no VIRTIO_BLK_F_FLUSH, and each write, discard and write-zeroes is flushed to the image
+    /// before it completes (see <c>VirtioBlkSettings.Writeback</c>).
+    /// </summary>
+    public bool Writethrough { get; init; }
+
     /// <summary>Mode of the socket file created by <see cref="VhostUserBlkServer.Listen"/>.</summary>
     public UnixFileMode SocketMode { get; init; } = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
@@ -80,7 +86,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         _listener = listener;
         _connectedFd = fd;
         _allowUnsealedMemory = options.AllowUnsealedGuestMemory;
-        var settings = new VirtioBlkSettings { NumQueues = options.NumQueues };
+        var settings = new VirtioBlkSettings { NumQueues = options.NumQueues, Writeback = !options.Writethrough };
         _device = new VirtioBlkDevice(device, settings, logger, options.MaxQueueSize);
         _blockDevice = device;
         _backendAckTimeout = options.BackendAckTimeout;

@@ -11,7 +11,7 @@ internal sealed record BackendOptions
 {
     public const string Usage =
         "usage: lvstor-vhost-blk (--socket-path PATH | --fd N) --image FILE [--format raw|qcow2] [--read-only]\n" +
-        "                        [--num-queues N] [--serial S] [--direct] [--socket-mode OCTAL]\n" +
+        "                        [--num-queues N] [--serial S] [--direct] [--writethrough] [--socket-mode OCTAL]\n" +
         "                        [--allow-unsealed-memory] [--control-socket PATH]\n" +
         "       lvstor-vhost-blk --print-capabilities\n" +
         "  --blk-file FILE is accepted as a synonym of --image (vhost-user.rst).";
@@ -39,6 +39,9 @@ internal sealed record BackendOptions
 
     /// <summary>Map guest memory the front-end could truncate (see VhostUserBlkOptions.AllowUnsealedGuestMemory).</summary>
     public bool AllowUnsealedMemory { get; init; }
+
+    /// <summary>Flush the image after each write before completing it, and offer no FLUSH (no volatile cache).</summary>
+    public bool Writethrough { get; init; }
 
     public UnixFileMode SocketMode { get; init; } = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
@@ -83,6 +86,9 @@ internal sealed record BackendOptions
                     break;
                 case "--allow-unsealed-memory":
                     o = o with { AllowUnsealedMemory = true };
+                    break;
+                case "--writethrough":
+                    o = o with { Writethrough = true };
                     break;
                 case "--socket-path":
                     o = o with { SocketPath = Value() ?? Missing(arg, ref error) };

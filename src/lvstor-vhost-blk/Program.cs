@@ -53,11 +53,13 @@ internal static class Program
         var openOptions = new ImageOpenOptions { ReadOnly = options.ReadOnly, Format = options.Format, Direct = options.Direct };
         using IBlockImage image = ImageOpener.Open(options.Image!, openOptions);
         var device = new ImageBlockDevice(image, options.Serial);
-        log.LogInformation("image {Image} ({Format}, {Size} bytes, {Mode}), serial \"{Serial}\", {Queues} queue(s)",
-            image.Path, image.Format, image.VirtualSize, image.IsReadOnly ? "read-only" : "read-write", device.Serial, options.NumQueues);
+        log.LogInformation("image {Image} ({Format}, {Size} bytes, {Mode}, {Cache}), serial \"{Serial}\", {Queues} queue(s)",
+            image.Path, image.Format, image.VirtualSize, image.IsReadOnly ? "read-only" : "read-write",
+            options.Writethrough ? "write-through" : "writeback", device.Serial, options.NumQueues);
         var serverOptions = new VhostUserBlkOptions
         {
-            NumQueues = options.NumQueues, SocketMode = options.SocketMode, AllowUnsealedGuestMemory = options.AllowUnsealedMemory,
+            NumQueues = options.NumQueues, SocketMode = options.SocketMode, Writethrough = options.Writethrough,
+            AllowUnsealedGuestMemory = options.AllowUnsealedMemory,
         };
         await using VhostUserBlkServer server = options.SocketPath is { } path
             ? VhostUserBlkServer.Listen(path, device, serverOptions, log)

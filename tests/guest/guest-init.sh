@@ -123,6 +123,7 @@ case "$TASK" in
             set -- $(echo "$j" | tr ':' ' ')
             [ $# -ge 3 ] || fail "bad fio job '$j' (want RW:BS:IODEPTH[:SIZE])"
             t0=$(up)
+            say "fio $j start uptime=$t0"
             if fio --name="$1-$2-qd$3" --filename="$DEV" --rw="$1" --bs="$2" --iodepth="$3" \
                    --ioengine=libaio --direct=1 --size="${4:-64M}" --offset="$(arg lvstor.fiooff 0)" --verify=crc32c --do_verify=1 \
                    --verify_fatal=1 --randrepeat=0 --output=/tmp/fio.out >/dev/null 2>/tmp/fio.err; then

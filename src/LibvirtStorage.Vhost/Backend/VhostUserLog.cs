@@ -20,4 +20,8 @@ internal static partial class VhostUserLog
     /// <summary>A config-change notification on the back-end channel failed; the main connection goes on.</summary>
     [LoggerMessage(EventId = 10, Level = LogLevel.Warning, Message = "vhost-user back-end channel: config change {Outcome}: {Reason}")]
     public static partial void BackendChannelFailed(ILogger logger, string outcome, string reason);
+
+    /// <summary>A queue started on an inflight area (SET_INFLIGHT_FD) that a previous back-end left requests in.</summary>
+    [LoggerMessage(EventId = 4, Level = LogLevel.Information, Message = "vhost-user queue {Queue}: resubmitting {Count} request(s) left in flight, continuing at avail index {NextAvail}")]
+    public static partial void Resubmitting(ILogger logger, int queue, int count, ushort nextAvail);
 }

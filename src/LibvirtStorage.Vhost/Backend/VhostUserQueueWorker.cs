@@ -16,7 +16,9 @@ namespace LibvirtStorage.Vhost.Backend;
 /// returned. The kick and call fds belong to the dispatcher's vring state and outlive the worker. A memory table
 /// swap needs no stop: each batch leases the current map and revalidates the rings when the map changed. A ring
 /// error marks the queue broken (the driver sees nothing more on it; the error eventfd, if the front-end set
-/// one, is signalled and QEMU reports it) and the worker then only waits for its stop.
+/// one, is signalled and QEMU reports it) and the worker then only waits for its stop. With an inflight region
+/// attached (SET_INFLIGHT_FD), pop and AddUsed track every head in it (<c>SplitVirtqueue.Inflight.cs</c>), and
+/// the batch the worker runs when it starts pops the heads a previous back-end left unfinished before new ones.
 /// </remarks>
 internal sealed class VhostUserQueueWorker
 {
@@ -30,6 +32,7 @@ internal sealed class VhostUserQueueWorker
     private readonly ILogger _logger;
     private readonly SafeFileHandle _stop = Notifier.CreateEventFd();
     private readonly Thread _thread;
+    private readonly bool _callAtStart;
     private GuestMemory? _validatedFor;
     private volatile string? _broken;
     private int _batches;
@@ -46,6 +49,7 @@ internal sealed class VhostUserQueueWorker
         _call = call;
         _err = err;
         _logger = logger;
+        _callAtStart = queue.NextUsed != 0;
         _thread = new Thread(Run) { IsBackground = true, Name = $"vhost-user queue {index}" };
         _thread.Start();
     }
@@ -72,6 +76,13 @@ internal sealed class VhostUserQueueWorker
         {
             // Buffers may have been made available before the kick fd arrived (a restarted queue): look once.
             RunBatch();
+            // A used entry published just before the previous connection (or back-end) went away may never have
+            // been signalled: QEMU drops calls while it tears its notifier down, and a back-end that completes its
+            // last requests on a graceful stop signals after that. Without a call the driver never looks again
+            // (found with tests/guest/reconnect.sh graceful: fio hung with every request completed). One call
+            // per start is harmless: the driver checks the used idx.
+            if (_callAtStart && _broken is null && _call is not null)
+                Notifier.Signal(_call);
             while (true)
             {
                 bool healthy = _broken is null;

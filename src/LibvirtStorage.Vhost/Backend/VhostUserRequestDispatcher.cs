@@ -38,7 +38,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
     /// <summary>Protocol features the framework always offers.</summary>
     public const VhostUserProtocolFeatures FrameworkProtocolFeatures =
         VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.ConfigureMemSlots | VhostUserProtocolFeatures.ResetDevice
-        | VhostUserProtocolFeatures.BackendReq;
+        | VhostUserProtocolFeatures.BackendReq | VhostUserProtocolFeatures.InflightShmfd;
 
     private readonly VhostUserConnection _connection;
     private readonly IVhostUserDevice _device;
@@ -179,6 +179,10 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
                 return SetConfig(message.Payload);
             case FrontendRequest.SetBackendReqFd:
                 return SetBackendChannel(message);
+            case FrontendRequest.GetInflightFd:
+                return GetInflightFd(message);
+            case FrontendRequest.SetInflightFd:
+                return SetInflightFd(message);
             default:
                 return "not supported by this back-end";
         }
@@ -240,6 +244,8 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
     {
         foreach (VhostUserVring vring in _vrings)
             vring.Reset(enabled: !ProtocolFeaturesNegotiated && _featuresAcked);
+        // A reset device has no requests in flight; a stale area must not resubmit into fresh rings.
+        ReleaseInflightArea();
     }
 
     /// <summary>Stops and joins every queue worker (the connection ended); fds and memory stay until <see cref="Dispose"/>.</summary>
@@ -255,6 +261,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
         CloseBackendChannel();
         foreach (VhostUserVring vring in _vrings)
             vring.Reset(enabled: false);
+        ReleaseInflightArea();
         Memory.Dispose();
         ReleaseRegions();
     }

@@ -34,6 +34,9 @@ internal sealed class VhostUserVring
 
     public VhostUserQueueWorker? Worker { get; private set; }
 
+    /// <summary>This queue's region of the SET_INFLIGHT_FD area, or null (no tracking); set only while stopped.</summary>
+    public InflightQueue? Inflight { get; set; }
+
     public bool IsStarted => Worker is not null;
 
     /// <summary>Replaces the kick fd (the previous one is closed; the queue must be stopped).</summary>
@@ -60,6 +63,11 @@ internal sealed class VhostUserVring
             return $"vring {Index} cannot start: {Queue.Error}";
         // The used ring in guest memory is authoritative for the used idx (a restarted queue continues from it).
         Queue.TryResumeUsedIndexFromRing(lease.Memory);
+        // With an inflight area the area decides where to continue: unfinished heads first, then new ones.
+        if (Inflight is not null && Queue.AttachInflight(Inflight) != QueueError.None)
+            return $"vring {Index} cannot start: {Queue.Error}";
+        if (Queue.PendingResubmissions > 0)
+            VhostUserLog.Resubmitting(logger, Index, Queue.PendingResubmissions, Queue.NextAvail);
         Worker = new VhostUserQueueWorker(Index, Queue, lease.Memory, slot, device, Kick, Call, Err, logger);
         return null;
     }
@@ -72,6 +80,7 @@ internal sealed class VhostUserVring
         Worker.Stop();
         Worker = null;
         Base = Queue.NextAvail;
+        Queue.DetachInflight();
     }
 
     /// <summary>Stops the worker, closes every fd and forgets the configuration (RESET_OWNER, RESET_DEVICE, disconnect).</summary>

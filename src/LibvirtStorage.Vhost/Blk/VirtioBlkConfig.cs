@@ -45,7 +45,9 @@ internal readonly struct VirtioBlkConfig
     {
         get
         {
-            ulong features = VirtioBlkFeatures.SegMax | VirtioBlkFeatures.BlockSize | VirtioBlkFeatures.Flush | VirtioBlkFeatures.MultiQueue;
+            // Without FLUSH the driver treats the disk as write-through (no volatile cache: Linux sends no flushes).
+            ulong features = VirtioBlkFeatures.SegMax | VirtioBlkFeatures.BlockSize | VirtioBlkFeatures.MultiQueue
+                | (Settings.Writeback ? VirtioBlkFeatures.Flush : 0);
             if (ReadOnly)
             {
                 return features | VirtioBlkFeatures.ReadOnly;

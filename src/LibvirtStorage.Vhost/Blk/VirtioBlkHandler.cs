@@ -73,6 +73,10 @@ internal sealed class VirtioBlkHandler
         try
         {
             status = Dispatch(in request, memory, device, ref written);
+            if (status == VirtioBlkStatus.Ok && !_settings.Writeback && ChangesData((VirtioBlkRequestType)request.Type))
+            {
+                device.Flush(); // write-through: durable before the driver sees the completion
+            }
         }
 #pragma warning disable CA1031 // the one place device failures become IOERR (STYLE.md §5.4: data plane uses status codes)
         catch (Exception ex)
@@ -116,6 +120,9 @@ internal sealed class VirtioBlkHandler
                 return VirtioBlkStatus.Unsupported;
         }
     }
+
+    private static bool ChangesData(VirtioBlkRequestType type) =>
+        type is VirtioBlkRequestType.Out or VirtioBlkRequestType.Discard or VirtioBlkRequestType.WriteZeroes;
 
     /// <summary>Whether <paramref name="bytes"/> at <paramref name="sector"/> is aligned and inside the device.</summary>
     internal static bool RangeOk(IBlockDevice device, ulong sector, ulong bytes, out long offset)

@@ -37,7 +37,11 @@ internal sealed record VirtioBlkSettings
     /// <summary>Whether write zeroes with the unmap flag may deallocate (write_zeroes_may_unmap).</summary>
     public bool WriteZeroesMayUnmap { get; init; } = true;
 
-    /// <summary>Whether the device has a volatile write cache that FLUSH makes durable (writeback).</summary>
+    /// <summary>
+    /// Whether the device has a volatile write cache that FLUSH makes durable (writeback). When false
+    /// (write-through) VIRTIO_BLK_F_FLUSH is not offered and the handler flushes the device after every successful
+    /// OUT, DISCARD and WRITE_ZEROES before completing it, so a completed write survives a crash of the back-end.
+    /// </summary>
     public bool Writeback { get; init; } = true;
 
     /// <summary>Checks the ranges; a control-plane call, so a bad value throws.</summary>

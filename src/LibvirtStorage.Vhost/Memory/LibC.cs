@@ -18,9 +18,17 @@ internal static partial class LibC
     [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
     internal static partial int Munmap(nint addr, nuint length);
 
+    internal const uint MfdCloexec = 0x1;
+    internal const uint MfdAllowSealing = 0x2;
+    internal const int FAddSeals = 1033;
     internal const int FGetSeals = 1034;
-    internal const int SealShrink = 0x0002;
+    internal const int SealSeal = 0x1;
+    internal const int SealShrink = 0x2;
+    internal const int SealGrow = 0x4;
+
+    [LibraryImport("libc", EntryPoint = "memfd_create", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int MemfdCreate(string name, uint flags);
 
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
-    internal static partial int Fcntl(int fd, int cmd);
+    internal static partial int Fcntl(int fd, int command, int argument);
 }

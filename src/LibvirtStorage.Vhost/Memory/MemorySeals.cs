@@ -18,7 +18,7 @@ internal static class MemorySeals
         try
         {
             fd.DangerousAddRef(ref added);
-            int seals = LibC.Fcntl((int)fd.DangerousGetHandle(), LibC.FGetSeals);
+            int seals = LibC.Fcntl((int)fd.DangerousGetHandle(), LibC.FGetSeals, 0);
             if (seals < 0)
             {
                 why = "it is not a sealable memfd (F_GET_SEALS failed; use memory-backend-memfd)";

@@ -84,6 +84,7 @@ internal sealed partial class SplitVirtqueue
         NextUsed = nextUsed;
         _signalledUsedValid = false;
         _kicksDisabled = false;
+        DetachInflight();
         Error = QueueError.NotReady;
     }
 
@@ -136,6 +137,14 @@ internal sealed partial class SplitVirtqueue
             return PopResult.Broken;
         }
 
+        if (_resubmitNext < _resubmitCount)
+        {
+            // Heads a previous back-end popped but never completed come first, in the order it popped them; their
+            // descriptors are still valid because the driver has not had them back.
+            chain = new DescriptorChain(memory, DescTable, Size, _resubmit![_resubmitNext++]);
+            return PopResult.Chain;
+        }
+
         if (_cachedAvailIdx == NextAvail)
         {
             // Acquire: pairs with the driver's write barrier before it publishes avail->idx (virtio_wmb in
@@ -168,6 +177,7 @@ internal sealed partial class SplitVirtqueue
         }
 
         NextAvail++;
+        _inflight?.MarkInflight(head, _inflightCounter++);
         chain = new DescriptorChain(memory, DescTable, Size, head);
         return PopResult.Chain;
     }
@@ -183,6 +193,10 @@ internal sealed partial class SplitVirtqueue
             return false;
         }
 
+        // Inflight tracking ("When supplying used buffers"): link the head as the last batch before the ring changes,
+        // clear its flag and record used_idx only after used->idx is published. A back-end killed in between leaves
+        // used_idx one behind the ring, and the next one clears the flag of last_batch_head (AttachInflight).
+        _inflight?.BeginPut(head);
         var slot = new GuestAddress(UsedRing.Value + VirtqLayout.RingOffset + ((ulong)VirtqLayout.UsedElementSize * (uint)(NextUsed & (Size - 1))));
         if (!memory.TryWrite(slot, new VirtqUsedElement(head, length)))
         {
@@ -205,6 +219,7 @@ internal sealed partial class SplitVirtqueue
             return false;
         }
 
+        _inflight?.EndPut(head, NextUsed);
         return true;
     }
 

@@ -32,6 +32,15 @@ internal enum QueueError : byte
 
     /// <summary>An available-ring entry names a head descriptor index ≥ the queue size.</summary>
     HeadOutOfRange,
+
+    /// <summary>The inflight area (SET_INFLIGHT_FD) has fewer entries per queue than the queue size.</summary>
+    InflightAreaTooSmall,
+
+    /// <summary>
+    /// The inflight area cannot describe this queue: an unknown version, a last batch longer than the queue or
+    /// naming a head ≥ the queue size, or an inflight flag that is not 0/1 or sits on a head ≥ the queue size.
+    /// </summary>
+    InflightAreaCorrupt,
 }
 
 /// <summary>Why one descriptor chain is unusable; the request completes with length 0, the queue goes on.</summary>

@@ -20,7 +20,7 @@ internal sealed partial class BackendHarness : IDisposable
     public const ulong UserBase = 0x7f00_0000_0000;
     public const ushort QueueSize = 64;
 
-    private readonly Thread _runner;
+    private Thread _runner;
     private readonly GuestRegion _region;
     private readonly GuestMemoryMap _driverMap;
     private readonly ListLogger _log = new();
@@ -29,22 +29,18 @@ internal sealed partial class BackendHarness : IDisposable
     public BackendHarness(PatternDevice? device = null, bool allowUnsealedMemory = false)
     {
         Device = device ?? new PatternDevice();
-        var (frontend, backend) = UnixSocket.CreatePair();
-        Frontend = new VhostUserFrontendChannel(frontend);
-        Backend = new VhostUserBackend(backend, Device, _log, allowUnsealedMemory);
-        _runner = new Thread(() => Ended = Backend.Run()) { IsBackground = true, Name = "test back-end" };
-        _runner.Start();
+        (Frontend, Backend, _runner) = Connect(Device, allowUnsealedMemory);
         MemFd = TestNative.MemFd("guest", (long)MemorySize);
         _region = GuestRegion.Map(MemFd, 0, new GuestAddress(0), MemorySize, UserBase);
         Assert.True(GuestMemoryMap.TryCreate([_region], out GuestMemoryMap? map, out _));
         _driverMap = map!;
     }
 
-    public PatternDevice Device { get; }
+    public PatternDevice Device { get; private set; }
 
-    public VhostUserFrontendChannel Frontend { get; }
+    public VhostUserFrontendChannel Frontend { get; private set; }
 
-    public VhostUserBackend Backend { get; }
+    public VhostUserBackend Backend { get; private set; }
 
     public SafeFileHandle MemFd { get; }
 
@@ -53,6 +49,30 @@ internal sealed partial class BackendHarness : IDisposable
     public VhostUserProtocolException? Ended { get; private set; }
 
     public string LogText => _log.Text;
+
+    /// <summary>
+    /// A back-end restart as QEMU's <c>reconnect=</c> sees it: the connection and the back-end go away (Dispose
+    /// joins its workers), and a new back-end with <paramref name="device"/> is served on a new connection. Guest
+    /// memory, the rings in it and the eventfds stay, as they do in QEMU.
+    /// </summary>
+    public void Reconnect(PatternDevice device)
+    {
+        Frontend.Dispose();
+        Backend.Dispose();
+        Assert.True(_runner.Join(5000), "the old back-end did not stop");
+        Ended = null;
+        Device = device;
+        (Frontend, Backend, _runner) = Connect(device);
+    }
+
+    private (VhostUserFrontendChannel, VhostUserBackend, Thread) Connect(PatternDevice device, bool allowUnsealedMemory = false)
+    {
+        var (frontend, backend) = UnixSocket.CreatePair();
+        var backendInstance = new VhostUserBackend(backend, device, _log, allowUnsealedMemory);
+        var runner = new Thread(() => Ended = backendInstance.Run()) { IsBackground = true, Name = "test back-end" };
+        runner.Start();
+        return (new VhostUserFrontendChannel(frontend), backendInstance, runner);
+    }
 
     /// <summary>Sends a request with NEED_REPLY and returns the REPLY_ACK value (0 = success).</summary>
     public ulong Request<T>(FrontendRequest request, in T payload, ReadOnlySpan<SafeHandle> fds = default)
@@ -69,7 +89,7 @@ internal sealed partial class BackendHarness : IDisposable
     }
 
     /// <summary>QEMU's order: features, protocol features (with REPLY_ACK), queue count, owner, acked features.</summary>
-    public void Negotiate(bool eventIdx = false, bool replyAck = true)
+    public void Negotiate(bool eventIdx = false, bool replyAck = true, bool inflight = false)
     {
         Frontend.Send(FrontendRequest.GetFeatures);
         ulong features = Frontend.ReceiveU64Reply(FrontendRequest.GetFeatures);
@@ -78,7 +98,7 @@ internal sealed partial class BackendHarness : IDisposable
         var offered = (VhostUserProtocolFeatures)Frontend.ReceiveU64Reply(FrontendRequest.GetProtocolFeatures);
         Assert.True(offered.HasFlag(VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.Config));
         var wanted = VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.ConfigureMemSlots
-            | (replyAck ? VhostUserProtocolFeatures.ReplyAck : 0);
+            | (replyAck ? VhostUserProtocolFeatures.ReplyAck : 0) | (inflight ? VhostUserProtocolFeatures.InflightShmfd : 0);
         Frontend.Send(FrontendRequest.SetProtocolFeatures, new VhostUserU64((ulong)wanted));
         Frontend.Send(FrontendRequest.GetQueueNum);
         Assert.Equal((ulong)Device.NumQueues, Frontend.ReceiveU64Reply(FrontendRequest.GetQueueNum));
@@ -108,9 +128,9 @@ internal sealed partial class BackendHarness : IDisposable
     /// Sets up vring <paramref name="index"/> as QEMU's vhost_virtqueue_start does (NUM, BASE, ADDR, KICK, CALL,
     /// ENABLE) with its rings at <paramref name="ringBase"/>, and returns the driver for it.
     /// </summary>
-    public QueueEnd StartQueue(int index, ulong ringBase, ushort baseIndex = 0, bool eventIdx = false)
+    public QueueEnd StartQueue(int index, ulong ringBase, ushort baseIndex = 0, bool eventIdx = false, FakeDriver? driver = null)
     {
-        var driver = new FakeDriver(Memory, QueueSize, ringBase, ringBase + 0x1000, ringBase + 0x2000) { EventIdx = eventIdx };
+        driver ??= new FakeDriver(Memory, QueueSize, ringBase, ringBase + 0x1000, ringBase + 0x2000) { EventIdx = eventIdx };
         var end = new QueueEnd(index, driver, EventFd(), EventFd());
         Assert.Equal(0UL, Request(FrontendRequest.SetVringNum, new VhostUserVringState((uint)index, QueueSize)));
         Assert.Equal(0UL, Request(FrontendRequest.SetVringBase, new VhostUserVringState((uint)index, baseIndex)));

@@ -28,6 +28,9 @@ internal sealed class PatternDevice : IVhostUserDevice
 
     public ManualResetEventSlim Entered { get; } = new();
 
+    /// <summary>When set, a chain held by <see cref="Gate"/> fails once released: the back-end "dies" mid-request.</summary>
+    public bool DieWhenReleased { get; set; }
+
     public int Chains => Volatile.Read(ref _chains);
 
     public ulong AckedFeatures { get; private set; }
@@ -40,6 +43,8 @@ internal sealed class PatternDevice : IVhostUserDevice
     {
         Entered.Set();
         Gate?.Wait(TimeSpan.FromSeconds(10));
+        if (DieWhenReleased)
+            throw new InvalidOperationException("back-end killed with this request in flight");
         uint written = 0;
         while (chain.TryNext(out DescriptorSegment segment))
         {

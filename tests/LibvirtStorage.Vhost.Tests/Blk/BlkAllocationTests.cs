@@ -1,5 +1,6 @@
 using LibvirtStorage.Vhost.Blk;
 using LibvirtStorage.Vhost.Memory;
+using LibvirtStorage.Vhost.Tests.Virtqueue;
 using LibvirtStorage.Vhost.Virtqueue;
 using Xunit;
 using static LibvirtStorage.Vhost.Tests.Blk.BlkHarness;
@@ -12,10 +13,15 @@ public sealed class BlkAllocationTests
     private const int Rounds = 20;
     private const int PerRound = 50;
 
-    [Fact]
-    public void ThousandReadsAndWrites_AllocateNothing()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // with an inflight area (INFLIGHT_SHMFD): the tracked path allocates nothing either
+    public void ThousandReadsAndWrites_AllocateNothing(bool tracked)
     {
         using var h = new BlkHarness(queueSize: 256);
+        using var inflight = new TestInflightArea(1, 256);
+        if (tracked)
+            Assert.Equal(QueueError.None, h.Queue.AttachInflight(inflight.Area.Queue(0)));
         var request = new VirtioBlkRequest();
         Publish(h);
         Serve(h, ref request); // warm up: JIT, statics, tiering of the first calls

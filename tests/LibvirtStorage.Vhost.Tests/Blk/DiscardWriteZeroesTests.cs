@@ -30,6 +30,15 @@ public sealed class DiscardWriteZeroesTests
         Assert.Equal([(4096L, 8192L)], h.Device.Discards);
     }
 
+    [Fact]
+    public void Writethrough_FlushesAfterDiscardAndWriteZeroes()
+    {
+        using var h = new BlkHarness(settings: new VirtioBlkSettings { Writeback = false });
+        Assert.Equal(VirtioBlkStatus.Ok, Send(h, VirtioBlkRequestType.Discard, (8, 16, 0)).Status);
+        Assert.Equal(VirtioBlkStatus.Ok, Send(h, VirtioBlkRequestType.WriteZeroes, (2, 2, 0)).Status);
+        Assert.Equal(2, h.Device.Flushes);
+    }
+
     [Theory]
     [InlineData(0u, false)]
     [InlineData(1u, true)]

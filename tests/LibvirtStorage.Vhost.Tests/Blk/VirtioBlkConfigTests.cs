@@ -40,6 +40,16 @@ public sealed class VirtioBlkConfigTests
     }
 
     [Fact]
+    public void Writethrough_OffersNoFlushAndAZeroWritebackField()
+    {
+        VirtioBlkConfig config = VirtioBlkConfig.Create(new FakeBlockDevice(), new VirtioBlkSettings { Writeback = false });
+        Assert.Equal(0ul, config.Features & VirtioBlkFeatures.Flush);
+        Span<byte> c = stackalloc byte[VirtioBlkConfig.Size];
+        config.WriteTo(c);
+        Assert.Equal(0, c[32]);
+    }
+
+    [Fact]
     public void DiscardAlignment_DefaultsToTheBlockSize()
     {
         VirtioBlkConfig config = VirtioBlkConfig.Create(new FakeBlockDevice(blockSize: 4096), new VirtioBlkSettings());

@@ -86,6 +86,26 @@ public sealed class VirtioBlkHandlerTests
         Assert.Equal(1, h.Device.Flushes);
     }
 
+    [Fact]
+    public void Writethrough_FlushesAfterEverySuccessfulWriteAndNothingElse()
+    {
+        using var h = new BlkHarness(settings: new VirtioBlkSettings { Writeback = false });
+        Assert.Equal(VirtioBlkStatus.Ok, h.Simple(VirtioBlkRequestType.Out, 0, 512, dataWritable: false).Status);
+        Assert.Equal(1, h.Device.Flushes);
+        Assert.Equal(VirtioBlkStatus.Ok, h.Simple(VirtioBlkRequestType.In, 0, 512, dataWritable: true).Status);
+        Assert.Equal(1, h.Device.Flushes);
+        Assert.Equal(VirtioBlkStatus.IoError, h.Simple(VirtioBlkRequestType.Out, 1 << 30, 512, dataWritable: false).Status);
+        Assert.Equal(1, h.Device.Flushes); // a refused write changes nothing, so there is nothing to flush
+    }
+
+    [Fact]
+    public void Writeback_LeavesFlushingToTheDriver()
+    {
+        using var h = new BlkHarness();
+        Assert.Equal(VirtioBlkStatus.Ok, h.Simple(VirtioBlkRequestType.Out, 0, 512, dataWritable: false).Status);
+        Assert.Equal(0, h.Device.Flushes);
+    }
+
     [Theory]
     [InlineData("vol-1234", 20u, "vol-1234")]
     [InlineData("0123456789abcdefghijKLMN", 20u, "0123456789abcdefghij")]

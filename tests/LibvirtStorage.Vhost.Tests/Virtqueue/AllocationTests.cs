@@ -8,13 +8,18 @@ namespace LibvirtStorage.Vhost.Tests.Virtqueue;
 /// <summary>The data path allocates nothing per request (STYLE.md §5.3 hot-path rules).</summary>
 public sealed class AllocationTests
 {
-    [Fact]
-    public void PopWalkCompleteAndNotify_AllocateNothing()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // with an inflight area: marking on pop, clearing around AddUsed
+    public void PopWalkCompleteAndNotify_AllocateNothing(bool tracked)
     {
         using var fake = FakeGuestMemory.Standard();
         GuestMemory memory = fake.Memory;
         var driver = new FakeDriver(memory, 64) { EventIdx = true };
         SplitVirtqueue queue = driver.CreateQueue(eventIdx: true);
+        using var inflight = new TestInflightArea(1, 64);
+        if (tracked)
+            Assert.Equal(QueueError.None, queue.AttachInflight(inflight.Area.Queue(0)));
         using var slot = new GuestMemorySlot();
 
         Serve(queue, memory, slot); // warm up (JIT, statics)
@@ -34,6 +39,8 @@ public sealed class AllocationTests
             {
             }
         }
+
+        Assert.Equal(tracked, inflight.Area.Queue(0).UsedIdx == driver.UsedIdx && driver.UsedIdx != 0);
     }
 
     private static void Serve(SplitVirtqueue queue, GuestMemory memory, GuestMemorySlot slot)
