@@ -28,6 +28,8 @@ internal sealed record BenchOptions
           --warmup T           seconds run and discarded before each measurement (default 1.5, quick 0.3)
           --repeat N           runs per side and row; the median is shown (default 1)
           --qsd-aio MODE       qemu-storage-daemon aio= for its file node: io_uring (default) or threads
+          --ours-dll PATH      run this lvstor-vhost-blk.dll instead of building src/lvstor-vhost-blk (A/B runs
+                               of a prototype)
           --skip-fio | --skip-fresh   leave out the fio ceiling or the fresh-qcow2 write rows
         """;
 
@@ -70,6 +72,8 @@ internal sealed record BenchOptions
     public bool SkipFio { get; init; }
 
     public bool SkipFresh { get; init; }
+
+    public string? OursDll { get; init; }
 
     public bool Selects(string rowName) =>
         Only.Count == 0 || Only.Any(o => rowName.Contains(o, StringComparison.OrdinalIgnoreCase));
@@ -153,6 +157,9 @@ internal sealed record BenchOptions
                         break;
                     case "--skip-fio":
                         options = options with { SkipFio = true };
+                        break;
+                    case "--ours-dll":
+                        options = options with { OursDll = Path.GetFullPath(Next()) };
                         break;
                     case "--skip-fresh":
                         options = options with { SkipFresh = true };

@@ -24,7 +24,7 @@ internal sealed class VhostBench(BenchOptions options, QemuImg qemu)
 
     public void RunAll()
     {
-        string dll = BuildOurBackend();
+        string dll = options.OursDll ?? BuildOurBackend();
         Directory.CreateDirectory(options.ScratchDir);
         var ceilings = new Dictionary<string, double?>();
         int rowNumber = 0;
