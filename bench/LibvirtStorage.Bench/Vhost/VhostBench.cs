@@ -122,9 +122,11 @@ internal sealed class VhostBench(BenchOptions options, QemuImg qemu)
                 {
                     (isOurs ? oursRuns : qsdRuns).Add(VhostMeasurement.Run(isOurs ? ours : qsd, pattern, Warmup, Duration));
                 }
-                catch (Exception e) when (e is InvalidOperationException or IOException or TimeoutException)
+                catch (Exception e) when (e is InvalidOperationException or IOException or TimeoutException or System.Net.Sockets.SocketException)
                 {
+                    BackendProcess side = isOurs ? ours : qsd;
                     note = $"{(isOurs ? "ours" : "QSD")} failed: {e.Message}";
+                    Console.Error.WriteLine($"{side.Name} failed on {pattern.Name("")}: {e}\n{side.Log}");
                 }
             }
         }
