@@ -52,6 +52,45 @@ public sealed class FrontendInteropTests : IDisposable
         RoundTrip(backend, image, socket, expectedId: null);
     }
 
+    [Fact]
+    public void The_submit_and_reap_loop_allocates_nothing()
+    {
+        string image = Path.Combine(_dir, "disk.qcow2"), socket = Path.Combine(_dir, "blk.sock");
+        Tools.CreateQcow2(image, "64M");
+        using Process backend = Tools.StartBackend("--socket-path", socket, "--image", image, "--format", "qcow2");
+        try
+        {
+            Assert.True(SpinWait.SpinUntil(() => File.Exists(socket) || backend.HasExited, 30_000), "no socket");
+            using var frontend = VhostUserBlkFrontend.Connect(socket, new VhostUserBlkFrontendOptions { Depth = Depth, MaxRequestBytes = 4096 });
+            VhostUserBlkQueue queue = frontend.Queues[0];
+            var done = new BlkCompletion[Depth];
+            void Loop(int requests)
+            {
+                ulong sector = 0;
+                int completed = 0;
+                while (completed < requests)
+                {
+                    while (queue.TryAcquireSlot(out int slot))
+                        queue.Submit(slot, (sector & 8) == 0 ? BlkRequestType.Write : BlkRequestType.Read, sector += 8, 4096);
+                    completed += queue.WaitForCompletions(done);
+                }
+
+                while (queue.InFlight > 0)
+                    queue.WaitForCompletions(done);
+            }
+
+            Loop(200);  // warm up: JIT, tiering
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            Loop(2000);
+            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        finally
+        {
+            backend.Kill();
+            backend.WaitForExit();
+        }
+    }
+
     private static void RoundTrip(Process backend, string image, string socket, string? expectedId)
     {
         Task<string> log = backend.StandardError.ReadToEndAsync();
