@@ -16,8 +16,12 @@ test:
 	rm -rf TestResults
 	$(DOTNET) test LibvirtStorage.sln -c $(CONFIG)
 
+# Engine vs qemu-img (docs/performance.md), then our vhost-user-blk back-end vs qemu-storage-daemon through the
+# C# front-end with a host fio ceiling (docs/performance-vhost.md).
 bench:
-	$(DOTNET) run -c Release --project bench/LibvirtStorage.Bench -- engine --out docs/performance.md
+	$(DOTNET) build -c Release bench/LibvirtStorage.Bench
+	$(DOTNET) run -c Release --no-build --project bench/LibvirtStorage.Bench -- engine --out docs/performance.md
+	$(DOTNET) run -c Release --no-build --project bench/LibvirtStorage.Bench -- vhost --out docs/performance-vhost.md
 
 # The main job until lvstord exists: build a raw/qcow2/qcow2 chain and run every image command on it.
 demo:

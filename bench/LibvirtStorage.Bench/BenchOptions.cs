@@ -6,8 +6,10 @@ namespace LibvirtStorage.Bench;
 internal sealed record BenchOptions
 {
     public const string Usage = """
-        usage: LibvirtStorage.Bench [engine] [options]
-          engine               image engine vs qemu-img (the default and only suite)
+        usage: LibvirtStorage.Bench [engine|vhost] [options]
+          engine               image engine vs qemu-img (the default)
+          vhost                lvstor-vhost-blk vs qemu-storage-daemon through our C# vhost-user front-end
+                               (no VM), with a host fio ceiling; --out then names docs/performance-vhost.md
           --quick              fewer requests and a smaller image (a short smoke run)
           --size SIZE          virtual size of the I/O images (default 1G; suffixes K, M, G)
           --op-size SIZE       size of the convert/commit/rebase images (default 1G)
@@ -21,6 +23,14 @@ internal sealed record BenchOptions
           --only TEXT          run only rows whose name contains TEXT (repeatable)
           --qemu-aio MODE      qemu-img bench -i: threads (default), native or io_uring
           --skip-io | --skip-ops | --skip-alloc   leave out a section
+        vhost options:
+          --duration T         measured seconds per run (default 5, quick 1)
+          --warmup T           seconds run and discarded before each measurement (default 1.5, quick 0.3)
+          --repeat N           runs per side and row; the median is shown (default 1)
+          --qsd-aio MODE       qemu-storage-daemon aio= for its file node: io_uring (default) or threads
+          --ours-dll PATH      run this lvstor-vhost-blk.dll instead of building src/lvstor-vhost-blk (A/B runs
+                               of a prototype)
+          --skip-fio | --skip-fresh   leave out the fio ceiling or the fresh-qcow2 write rows
         """;
 
     public string Suite { get; init; } = "engine";
@@ -51,6 +61,20 @@ internal sealed record BenchOptions
 
     public bool SkipAllocation { get; init; }
 
+    public double VhostSeconds { get; init; } = 5;
+
+    public double VhostWarmupSeconds { get; init; } = 1.5;
+
+    public int Repeat { get; init; } = 1;
+
+    public string QsdAio { get; init; } = "io_uring";
+
+    public bool SkipFio { get; init; }
+
+    public bool SkipFresh { get; init; }
+
+    public string? OursDll { get; init; }
+
     public bool Selects(string rowName) =>
         Only.Count == 0 || Only.Any(o => rowName.Contains(o, StringComparison.OrdinalIgnoreCase));
 
@@ -61,6 +85,7 @@ internal sealed record BenchOptions
         var only = new List<string>();
         bool secondsGiven = false;
         bool sizeGiven = false, opSizeGiven = false, count4Given = false, count64Given = false;
+        bool durationGiven = false, warmupGiven = false;
         for (int i = 0; i < args.Length; i++)
         {
             string arg = args[i];
@@ -69,7 +94,7 @@ internal sealed record BenchOptions
             {
                 switch (arg)
                 {
-                    case "engine":
+                    case "engine" or "vhost":
                         options = options with { Suite = arg };
                         break;
                     case "--quick":
@@ -116,6 +141,29 @@ internal sealed record BenchOptions
                     case "--skip-alloc":
                         options = options with { SkipAllocation = true };
                         break;
+                    case "--duration":
+                        options = options with { VhostSeconds = double.Parse(Next(), CultureInfo.InvariantCulture) };
+                        durationGiven = true;
+                        break;
+                    case "--warmup":
+                        options = options with { VhostWarmupSeconds = double.Parse(Next(), CultureInfo.InvariantCulture) };
+                        warmupGiven = true;
+                        break;
+                    case "--repeat":
+                        options = options with { Repeat = Math.Max(1, int.Parse(Next(), CultureInfo.InvariantCulture)) };
+                        break;
+                    case "--qsd-aio":
+                        options = options with { QsdAio = Next() };
+                        break;
+                    case "--skip-fio":
+                        options = options with { SkipFio = true };
+                        break;
+                    case "--ours-dll":
+                        options = options with { OursDll = Path.GetFullPath(Next()) };
+                        break;
+                    case "--skip-fresh":
+                        options = options with { SkipFresh = true };
+                        break;
                     case "-h" or "--help":
                         Console.WriteLine(Usage);
                         return null;
@@ -140,6 +188,8 @@ internal sealed record BenchOptions
                 Count4K = count4Given ? options.Count4K : 5000,
                 Count64K = count64Given ? options.Count64K : 1000,
                 TargetSeconds = secondsGiven ? options.TargetSeconds : 0.3,
+                VhostSeconds = durationGiven ? options.VhostSeconds : 1,
+                VhostWarmupSeconds = warmupGiven ? options.VhostWarmupSeconds : 0.3,
             };
         }
 

@@ -1,8 +1,9 @@
 namespace LibvirtStorage.Bench;
 
 /// <summary>
-/// The engine benchmark behind <c>make bench</c>: our image engine against qemu-img on the same files,
-/// printing ours, QEMU and the ratio per row, and optionally writing docs/performance.md.
+/// The benchmarks behind <c>make bench</c>: <c>engine</c> (our image engine against qemu-img on the same files,
+/// writing docs/performance.md) and <c>vhost</c> (our vhost-user-blk back-end against qemu-storage-daemon through
+/// the C# front-end, writing docs/performance-vhost.md).
 /// </summary>
 internal static class Program
 {
@@ -16,6 +17,11 @@ internal static class Program
 
         var qemu = new QemuImg();
         MachineInfo machine = MachineInfo.Collect(QemuImg.Version());
+        if (options.Suite == "vhost")
+        {
+            return RunVhost(options, qemu, machine);
+        }
+
         Console.WriteLine($"{machine.QemuVersion}; {machine.Runtime}; nproc {machine.Cores}; kernel {machine.Kernel}; load {machine.LoadAtStart}");
         Console.WriteLine($"scratch {options.ScratchDir}; image {options.ImageSize >> 20} MiB; {options.Count4K} x 4K, {options.Count64K} x 64K requests per row");
         Console.WriteLine();
@@ -76,6 +82,33 @@ internal static class Program
         {
             string loadAtEnd = MachineInfo.ReadFirstLine("/proc/loadavg");
             string markdown = Report.Markdown(machine, options, rows, allocations, qemu.CommandLog, loadAtEnd);
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output)) ?? ".");
+            File.WriteAllText(output, markdown);
+            Console.WriteLine();
+            Console.WriteLine($"wrote {output}");
+        }
+
+        return 0;
+    }
+
+    private static int RunVhost(BenchOptions options, QemuImg qemu, MachineInfo machine)
+    {
+        Console.WriteLine($"{machine.QemuVersion}; {machine.Runtime}; nproc {machine.Cores}; load {machine.LoadAtStart}");
+        Console.WriteLine($"scratch {options.ScratchDir}; image {options.ImageSize >> 20} MiB; warm-up {options.VhostWarmupSeconds} s, measure {options.VhostSeconds} s, QSD aio={options.QsdAio}");
+        Console.WriteLine();
+        var bench = new Vhost.VhostBench(options, qemu);
+        try
+        {
+            bench.RunAll();
+        }
+        finally
+        {
+            RemoveIfEmpty(options.ScratchDir);
+        }
+
+        if (options.OutputPath is { } output)
+        {
+            string markdown = Vhost.VhostReport.Markdown(machine, options, bench.Rows, bench.CommandLog, MachineInfo.ReadFirstLine("/proc/loadavg"));
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output)) ?? ".");
             File.WriteAllText(output, markdown);
             Console.WriteLine();

@@ -30,6 +30,26 @@ public sealed class OurBackendGuestTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// The back-end is stopped with SIGTERM in the middle of fio (it flushes and exits) and started again on the same
+    /// socket; QEMU (reconnect=1) reconnects and fio finishes with zero verify errors.
+    /// </summary>
+    [GuestFact]
+    public void GracefulBackendRestart_MidFio_GuestCarriesOn()
+    {
+        AssertOk(GuestScript.Run("reconnect.sh", null, "graceful"));
+    }
+
+    /// <summary>
+    /// kill -9 of a write-through back-end in the middle of fio, then a new one: the requests in flight at the kill
+    /// are resubmitted from the inflight area (INFLIGHT_SHMFD) and fio finishes with zero verify errors.
+    /// </summary>
+    [GuestFact]
+    public void KilledBackend_MidFio_InflightRequestsAreResubmitted()
+    {
+        AssertOk(GuestScript.Run("reconnect.sh", null, "kill"));
+    }
+
+    /// <summary>
     /// Live resize: the export grows from 1 GiB to 1.5 GiB through the back-end's control socket while the guest has
     /// I/O in flight; the guest sees the new size without a reboot and writes across the old end and in the new tail.
     /// </summary>
