@@ -29,7 +29,9 @@ for i in $(seq 1 "$n"); do
     esac
     guest=$(grep -a '^run-guest: ' "$log" | tail -1 || true)
     up=$(grep -a '^LVSTOR-RESULT ' "$log" | grep -o 'uptime=[0-9.]*' | tail -1 || true)
-    echo "soak: run $i/$n $what wall=${wall}s [${guest#run-guest: }] guest-$up load=$(cut -d' ' -f1 /proc/loadavg)"
+    # our back-end logs what the front-end acknowledged: the soak is meant to run with EVENT_IDX on
+    evidx=$(grep -ao 'event_idx [A-Za-z]*' "$log" | tail -1 | cut -d' ' -f2 || true)
+    echo "soak: run $i/$n $what wall=${wall}s [${guest#run-guest: }] guest-$up event_idx=${evidx:-unknown} load=$(cut -d' ' -f1 /proc/loadavg)"
     [ "$rc" = 0 ] && rm -f "$log"
 done
 echo "soak: runs=$n ok=$ok fail=$fail hang=$hang"

@@ -24,4 +24,8 @@ internal static partial class VhostUserLog
     /// <summary>A queue started on an inflight area (SET_INFLIGHT_FD) that a previous back-end left requests in.</summary>
     [LoggerMessage(EventId = 4, Level = LogLevel.Information, Message = "vhost-user queue {Queue}: resubmitting {Count} request(s) left in flight, continuing at avail index {NextAvail}")]
     public static partial void Resubmitting(ILogger logger, int queue, int count, ushort nextAvail);
+
+    /// <summary>SET_FEATURES: what the front-end acknowledged (one line per device start; shows EVENT_IDX in soak logs).</summary>
+    [LoggerMessage(EventId = 5, Level = LogLevel.Information, Message = "vhost-user front-end acknowledged features 0x{Features:x} (event_idx {EventIdx}, indirect {Indirect})")]
+    public static partial void FeaturesAcknowledged(ILogger logger, ulong features, bool eventIdx, bool indirect);
 }

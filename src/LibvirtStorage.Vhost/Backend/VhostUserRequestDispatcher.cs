@@ -195,6 +195,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
         bool eventIdxChanged = ((features ^ _ackedFeatures) & VirtioRingFEventIdx) != 0;
         _ackedFeatures = features;
         _featuresAcked = true;
+        VhostUserLog.FeaturesAcknowledged(_logger, features, (features & VirtioRingFEventIdx) != 0, (features & VirtioRingFIndirectDesc) != 0);
         _device.AckFeatures(features);
         foreach (VhostUserVring vring in _vrings)
         {
