@@ -22,44 +22,11 @@
 #      LVSTOR_GUEST_TIMEOUT (default 120), LVSTOR_QSD_AIO (default io_uring), LVSTOR_SMOKE_KEEP=1 keeps the work folder.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-backend_kind=${LVSTOR_SMOKE_BACKEND:-qsd}
-aio=${LVSTOR_QSD_AIO:-io_uring}
+name=resize
+. "$(dirname "$0")/lib.sh"
 timeout_s=${LVSTOR_GUEST_TIMEOUT:-120}
+guest_setup resize python3
 
-log() { echo "resize: $*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
-
-case $backend_kind in qsd|lvstor) ;; *) die "LVSTOR_SMOKE_BACKEND is qsd or lvstor, not '$backend_kind'";; esac
-for t in qemu-img qemu-io qemu-storage-daemon qemu-system-x86_64 python3; do
-    command -v "$t" >/dev/null || die "$t not found (build-guest.sh installs the QEMU tools)"
-done
-"$here/build-guest.sh" >/dev/null || die "build-guest.sh failed"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/lvstor-resize.XXXXXX")
-backend_pid=
-guest_pid=
-stop_backend() {
-    [ -n "$backend_pid" ] || return 0
-    kill "$backend_pid" 2>/dev/null || true
-    local i=0
-    while kill -0 "$backend_pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    if kill -0 "$backend_pid" 2>/dev/null; then
-        log "the back-end did not exit on SIGTERM within 10 s, killing it"
-        kill -9 "$backend_pid" 2>/dev/null || true
-    fi
-    wait "$backend_pid" 2>/dev/null || true
-    backend_pid=
-}
-cleanup() {
-    if [ -n "$guest_pid" ]; then kill "$guest_pid" 2>/dev/null || true; wait "$guest_pid" 2>/dev/null || true; fi
-    stop_backend
-    if [ "${LVSTOR_SMOKE_KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-M=1048576
 old_size=$((1024 * M))
 new_size=$((1536 * M))
 
@@ -82,27 +49,8 @@ expected_map="
 "
 
 # --- back-end -----------------------------------------------------------------------------------
-sock=$work/vhost.sock
 control=$work/control.sock
-if [ "$backend_kind" = lvstor ]; then
-    root=$(cd "$here/../.." && pwd)
-    backend=${LVSTOR_VHOST_BLK:-$root/src/lvstor-vhost-blk/bin/Release/net10.0/lvstor-vhost-blk}
-    [ -x "$backend" ] || die "build the back-end first: dotnet build -c Release src/lvstor-vhost-blk ($backend)"
-    "$backend" --socket-path "$sock" --image "$work/overlay.qcow2" --format qcow2 --direct --control-socket "$control" \
-        </dev/null >"$work/backend.log" 2>&1 &
-else
-    qemu-storage-daemon \
-        --blockdev "driver=file,node-name=file0,filename=$work/overlay.qcow2,cache.direct=on,aio=$aio" \
-        --blockdev driver=qcow2,node-name=disk0,file=file0 \
-        --export "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=$sock,writable=on,num-queues=1" \
-        --chardev "socket,id=qmp0,path=$control,server=on,wait=off" --monitor chardev=qmp0,mode=control \
-        </dev/null >"$work/backend.log" 2>&1 &
-fi
-backend_pid=$!
-i=0
-while { [ ! -S "$sock" ] || [ ! -S "$control" ]; } && kill -0 "$backend_pid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-[ -S "$sock" ] && [ -S "$control" ] || { cat "$work/backend.log" >&2; die "the back-end did not create $sock and $control"; }
-log "$backend_kind (pid $backend_pid) exports overlay.qcow2 on $sock, control on $control"
+start_backend "$work/overlay.qcow2" 1 "$control"
 
 # grow SIZE: one request on the control socket, prints the answer; fails unless the back-end says ok.
 grow() {
@@ -163,12 +111,8 @@ guest_pid=
 cat "$work/guest.log"
 guest_line=$(grep -a '^run-guest: ' "$work/guest.log" | tail -1 || true)
 stop_backend
-if [ -s "$work/backend.log" ]; then sed "s/^/$backend_kind: /" "$work/backend.log" >&2; fi
-case $grc in
-    0) ;;
-    2) log "HANG: ${guest_line#run-guest: }"; exit 2;;
-    *) die "guest task failed: ${guest_line#run-guest: }";;
-esac
+print_backend_logs
+guest_verdict "$grc" "${guest_line#run-guest: }"
 [ $grew = 1 ] || die "the guest reported ok without a resize (script bug)"
 log "guest: $(grep -a '^lvstor: resized to' "$work/guest.log" | tail -1)"
 log "guest: $(grep -a '^lvstor: background I/O' "$work/guest.log" | tail -1)"
@@ -179,26 +123,7 @@ vsize=$(qemu-img info --output=json "$work/overlay.qcow2" | python3 -c 'import j
 [ "$vsize" = "$new_size" ] || die "qemu-img info: virtual size $vsize, expected $new_size"
 log "qemu-img check: no errors; qemu-img info: virtual size $vsize"
 
-bytes() {
-    case "$1" in
-        *K) echo $(( ${1%K} * 1024 ));;
-        *M) echo $(( ${1%M} * M ));;
-        *)  echo $(( $1 ));;
-    esac
-}
-io_args=()
-pos=0
-while read -r pat off len; do
-    [ -n "$pat" ] || continue
-    off=$(bytes "$off"); len=$(bytes "$len")
-    [ "$off" = "$pos" ] || die "expected_map is not contiguous at $off (script bug)"
-    io_args+=(-c "read -q -P $pat $off $len")
-    pos=$((off + len))
-done <<<"$expected_map"
-[ "$pos" = "$new_size" ] || die "expected_map ends at $pos, not $new_size (script bug)"
-out=$(qemu-io -r -f qcow2 "${io_args[@]}" "$work/overlay.qcow2" 2>&1) || die "qemu-io failed: $out"
-[ -z "$out" ] || die "qemu-io: $out"
-log "qemu-io: all $(( ${#io_args[@]} / 2 )) extents of the grown 1.5 GiB disk hold exactly what the guest wrote"
+verify_extents "$work/overlay.qcow2" "$new_size" "$expected_map"
 [ "$(md5sum < "$work/base.raw")" = "$base_md5" ] || die "the raw backing file changed"
 log "base.raw untouched"
 log "ok ($backend_kind, ${guest_line#run-guest: })"
