@@ -33,8 +33,8 @@ internal sealed class QueueThread : IDisposable
     private readonly Queue<ControlRequest> _requests = new();
     // Owned by this thread: the hosted queues, and the poll set (control fd first, then the healthy queues' kicks).
     private readonly List<VhostUserQueueWorker> _hosted;
-    private readonly Notifier.PollFd[] _pollFds;
-    private readonly VhostUserQueueWorker?[] _polled;
+    private Notifier.PollFd[] _pollFds;
+    private VhostUserQueueWorker?[] _polled;
     private int _pollCount;
     private bool _pollSetStale = true;
     private int _nextFirst;
@@ -186,6 +186,13 @@ internal sealed class QueueThread : IDisposable
 
     private void RebuildPollSet()
     {
+        if (_hosted.Count + 1 > _pollFds.Length)
+        {
+            // Not expected (a queue is stopped before it restarts), but a set change is no hot path: grow.
+            _pollFds = new Notifier.PollFd[_hosted.Count + 1];
+            _polled = new VhostUserQueueWorker?[_hosted.Count + 1];
+        }
+
         _pollFds[0] = Notifier.PollFd.Readable(_control);
         int count = 1;
         foreach (VhostUserQueueWorker worker in _hosted)

@@ -11,6 +11,7 @@ namespace LibvirtStorage.Vhost.Tests.Backend;
 /// Fewer queue threads than queues (<see cref="VhostUserRequestDispatcher.QueueThreads"/>): queue i on thread
 /// i % N, starts and stops through the thread's control fd, a broken queue leaving its thread to the others.
 /// </summary>
+[Collection(nameof(FdCountCollection))] // opens eventfds and sockets: not while another class counts fds
 public sealed class QueueThreadTests
 {
     private const int Queues = 4;
