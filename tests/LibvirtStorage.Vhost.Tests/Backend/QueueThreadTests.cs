@@ -95,6 +95,54 @@ public sealed class QueueThreadTests
     }
 
     [Fact]
+    public void A_queue_under_a_continuous_stream_does_not_starve_the_others_on_its_thread()
+    {
+        var (h, queues) = Serving(queueThreads: 1);
+        using (h)
+        {
+            int streamed = 0;
+            using var stop = new CancellationTokenSource();
+            // Queue 0's driver keeps up to 32 requests posted and kicks after each, as fast as it can.
+            var streamer = new Thread(() =>
+            {
+                QueueEnd q = queues[0];
+                int inFlight = 0;
+                while (!stop.IsCancellationRequested)
+                {
+                    while (q.Driver.TryTakeUsed(out _, out _))
+                    {
+                        inFlight--;
+                        streamed++;
+                    }
+
+                    if (inFlight < 32)
+                    {
+                        q.Driver.AddChain((Data, 64, true));
+                        TestNative.WriteU64(q.Kick, 1);
+                        inFlight++;
+                    }
+                }
+            }) { IsBackground = true, Name = "test streamer" };
+            streamer.Start();
+            try
+            {
+                for (int round = 0; round < 20; round++)
+                {
+                    for (int q = 1; q < Queues; q++)
+                        RoundTrip(h, queues[q], round);
+                }
+            }
+            finally
+            {
+                stop.Cancel();
+                Assert.True(streamer.Join(5000));
+            }
+
+            Assert.True(streamed > 0, "the streaming queue was not served");
+        }
+    }
+
+    [Fact]
     public void A_queue_with_buffers_posted_before_its_kick_fd_is_served_when_it_starts_on_a_busy_thread()
     {
         var (h, queues) = Serving(queueThreads: 1, queues: 1);
