@@ -32,6 +32,13 @@ public sealed record VhostUserBlkOptions
     public bool AllowUnsealedGuestMemory { get; init; }
 
     /// <summary>
+    /// At most this many threads serve a connection's queues (queue i on thread i % N); 0, the default, gives
+    /// every queue a thread of its own. Fewer threads than queues save threads when many exports are served, at
+    /// the cost of queues on one thread waiting for each other's batches.
+    /// </summary>
+    public int QueueThreads { get; init; }
+
+    /// <summary>
     /// How long <see cref="VhostUserBlkServer.NotifyCapacityChanged"/> waits for the front-end to take a
     /// config-change message and acknowledge it; a silent front-end costs at most this, then its back-end channel
     /// is closed.
@@ -65,6 +72,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
 
     private readonly VirtioBlkDevice _device;
     private readonly bool _allowUnsealedMemory;
+    private readonly int _queueThreads;
     private readonly IBlockDevice _blockDevice;
     private readonly TimeSpan _backendAckTimeout;
     private readonly Lock _capacityGate = new();
@@ -86,6 +94,9 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         _listener = listener;
         _connectedFd = fd;
         _allowUnsealedMemory = options.AllowUnsealedGuestMemory;
+        if (options.QueueThreads < 0)
+            ThrowHelper.ArgumentOutOfRange(nameof(options), "QueueThreads is 0 (one per queue) or at least 1");
+        _queueThreads = options.QueueThreads;
         var settings = new VirtioBlkSettings { NumQueues = options.NumQueues, Writeback = !options.Writethrough };
         _device = new VirtioBlkDevice(device, settings, logger, options.MaxQueueSize);
         _blockDevice = device;
@@ -283,7 +294,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         VhostUserBackend backend;
         try
         {
-            backend = new VhostUserBackend(socket, _device, _logger, _allowUnsealedMemory);
+            backend = new VhostUserBackend(socket, _device, _logger, _allowUnsealedMemory, _queueThreads);
             backend.Dispatcher.BackendAckTimeout = _backendAckTimeout;
         }
         catch

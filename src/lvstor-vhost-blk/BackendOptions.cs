@@ -11,10 +11,12 @@ internal sealed record BackendOptions
 {
     public const string Usage =
         "usage: lvstor-vhost-blk (--socket-path PATH | --fd N) --image FILE [--format raw|qcow2] [--read-only]\n" +
-        "                        [--num-queues N] [--serial S] [--direct] [--writethrough] [--socket-mode OCTAL]\n" +
-        "                        [--allow-unsealed-memory] [--control-socket PATH]\n" +
+        "                        [--num-queues N] [--queue-threads N] [--serial S] [--direct] [--writethrough]\n" +
+        "                        [--socket-mode OCTAL] [--allow-unsealed-memory] [--control-socket PATH]\n" +
         "       lvstor-vhost-blk --print-capabilities\n" +
-        "  --blk-file FILE is accepted as a synonym of --image (vhost-user.rst).";
+        "  --blk-file FILE is accepted as a synonym of --image (vhost-user.rst).\n" +
+        "  --queue-threads N (1..64): at most N threads serve the queues, queue i on thread i % N\n" +
+        "                    (default: one thread per queue).";
 
     public string? SocketPath { get; init; }
 
@@ -32,6 +34,9 @@ internal sealed record BackendOptions
     public bool ReadOnly { get; init; }
 
     public ushort NumQueues { get; init; } = 1;
+
+    /// <summary>At most this many queue threads (VhostUserBlkOptions.QueueThreads); 0 = one per queue.</summary>
+    public int QueueThreads { get; init; }
 
     public string? Serial { get; init; }
 
@@ -111,6 +116,11 @@ internal sealed record BackendOptions
                     if (!ushort.TryParse(Value(), out ushort n) || n is < 1 or > 64)
                         error ??= "--num-queues needs a number in 1..64";
                     o = o with { NumQueues = n };
+                    break;
+                case "--queue-threads":
+                    if (!int.TryParse(Value(), out int threads) || threads is < 1 or > 64)
+                        error ??= "--queue-threads needs a number in 1..64";
+                    o = o with { QueueThreads = threads };
                     break;
                 case "--format":
                     string? f = Value();

@@ -59,7 +59,7 @@ internal static class Program
         var serverOptions = new VhostUserBlkOptions
         {
             NumQueues = options.NumQueues, SocketMode = options.SocketMode, Writethrough = options.Writethrough,
-            AllowUnsealedGuestMemory = options.AllowUnsealedMemory,
+            AllowUnsealedGuestMemory = options.AllowUnsealedMemory, QueueThreads = options.QueueThreads,
         };
         await using VhostUserBlkServer server = options.SocketPath is { } path
             ? VhostUserBlkServer.Listen(path, device, serverOptions, log)

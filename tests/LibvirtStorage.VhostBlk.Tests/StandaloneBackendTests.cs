@@ -30,6 +30,10 @@ public sealed class StandaloneBackendTests : IDisposable
     [InlineData("--image", "x.qcow2")]
     [InlineData("--socket-path", "s", "--fd", "3", "--image", "x")]
     [InlineData("--socket-path", "s", "--image", "x", "--num-queues", "0")]
+    [InlineData("--socket-path", "s", "--image", "x", "--queue-threads", "0")]
+    [InlineData("--socket-path", "s", "--image", "x", "--queue-threads", "65")]
+    [InlineData("--socket-path", "s", "--image", "x", "--queue-threads", "two")]
+    [InlineData("--socket-path", "s", "--image", "x", "--queue-threads")]
     [InlineData("--socket-path", "s", "--image", "x", "--format", "vmdk")]
     [InlineData("--socket-path", "s", "--image", "x", "--serial", "more-than-twenty-characters")]
     [InlineData("--bogus")]
@@ -38,6 +42,18 @@ public sealed class StandaloneBackendTests : IDisposable
         var (exit, _, err) = Tools.Run("dotnet", [Tools.BackendDll, .. args]);
         Assert.Equal(2, exit);
         Assert.Contains("usage:", err, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(new[] { "--queue-threads", "2" }, 2)]
+    [InlineData(new[] { "--queue-threads=64" }, 64)]
+    [InlineData(new string[0], 0)]
+    public void Queue_threads_are_parsed_and_default_to_one_per_queue(string[] extra, int expected)
+    {
+        BackendOptions? options = BackendOptions.Parse(["--socket-path", "s", "--image", "x", .. extra], out string? error);
+        Assert.Null(error);
+        Assert.Equal(expected, options!.QueueThreads);
+        Assert.Contains("--queue-threads N", BackendOptions.Usage, StringComparison.Ordinal);
     }
 
     [Fact]

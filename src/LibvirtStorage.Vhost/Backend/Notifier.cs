@@ -4,23 +4,14 @@ using Microsoft.Win32.SafeHandles;
 namespace LibvirtStorage.Vhost.Backend;
 
 /// <summary>
-/// eventfd plumbing for the queue workers: create, signal, drain, and wait on a kick fd and a stop fd together
-/// with poll(2). No pointers: the P/Invokes take <c>ref</c> arguments, marshalled by LibraryImport.
+/// eventfd plumbing for the queue threads: create, signal, drain, and wait on several fds (kicks and a control
+/// fd) with poll(2). No pointers: the P/Invokes take <c>ref</c> arguments, marshalled by LibraryImport.
 /// </summary>
 internal static partial class Notifier
 {
     private const int EfdCloexec = 0x80000;
     private const short PollIn = 0x1;
     private const int Eintr = 4;
-
-    /// <summary>What <see cref="Wait"/> saw.</summary>
-    public enum WaitResult
-    {
-        /// <summary>The stop fd is readable (it wins over a kick).</summary>
-        Stop,
-        /// <summary>The kick fd is readable, or in an error/hang-up state (a read then tells).</summary>
-        Kick,
-    }
 
     /// <summary>A new blocking, close-on-exec eventfd.</summary>
     public static SafeFileHandle CreateEventFd()
@@ -60,53 +51,45 @@ internal static partial class Notifier
         _ = Read((int)fd.DangerousGetHandle(), ref value, 8);
     }
 
-    /// <summary>Blocks until <paramref name="stop"/> or <paramref name="kick"/> (if any) is readable.</summary>
-    public static WaitResult Wait(SafeHandle kick, SafeHandle stop, bool watchKick)
+    /// <summary>
+    /// Blocks in poll(2) until at least one of the first <paramref name="count"/> entries of
+    /// <paramref name="fds"/> is ready (EINTR is retried) and returns how many are; each entry's
+    /// <see cref="PollFd.Revents"/> says which. The caller owns and reuses the array, so a wait allocates nothing.
+    /// </summary>
+    public static int WaitAny(PollFd[] fds, int count)
     {
-        var fds = new PollPair
-        {
-            Stop = new PollFd { Fd = (int)stop.DangerousGetHandle(), Events = PollIn },
-            Kick = new PollFd { Fd = watchKick ? (int)kick.DangerousGetHandle() : -1, Events = PollIn },
-        };
+        if ((uint)count > (uint)fds.Length || count == 0)
+            ThrowHelper.ArgumentOutOfRange(nameof(count), "1..fds.Length entries");
         while (true)
         {
-            int n = Poll(ref fds, 2, -1);
-            if (n < 0)
-            {
-                int errno = Marshal.GetLastPInvokeError();
-                if (errno == Eintr)
-                    continue;
+            int n = Poll(ref fds[0], (nuint)count, -1);
+            if (n >= 0)
+                return n;
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno != Eintr)
                 throw new IOException($"poll failed: {Marshal.GetPInvokeErrorMessage(errno)}");
-            }
-
-            if (fds.Stop.Revents != 0)
-                return WaitResult.Stop;
-            if (fds.Kick.Revents != 0)
-                return WaitResult.Kick;
         }
     }
 
+    /// <summary>struct pollfd; an <see cref="Fd"/> of -1 is skipped by poll(2).</summary>
     [StructLayout(LayoutKind.Sequential)]
-    private struct PollFd
+    internal struct PollFd
     {
         public int Fd;
         public short Events;
         public short Revents;
-    }
 
-    // struct pollfd[2] as one blittable value, so poll can take it by ref.
-    [StructLayout(LayoutKind.Sequential)]
-    private struct PollPair
-    {
-        public PollFd Stop;
-        public PollFd Kick;
+        /// <summary>Watches <paramref name="fd"/> for readability.</summary>
+        public static PollFd Readable(SafeHandle fd) => new() { Fd = (int)fd.DangerousGetHandle(), Events = PollIn };
+
+        public readonly bool IsReady => Revents != 0;
     }
 
     [LibraryImport("libc", EntryPoint = "eventfd", SetLastError = true)]
     private static partial int EventFd(uint initval, int flags);
 
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
-    private static partial int Poll(ref PollPair fds, nuint count, int timeout);
+    private static partial int Poll(ref PollFd fds, nuint count, int timeout);
 
     [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
     private static partial nint Read(int fd, ref ulong value, nuint count);

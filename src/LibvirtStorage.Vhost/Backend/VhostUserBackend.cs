@@ -22,14 +22,15 @@ internal sealed class VhostUserBackend : IDisposable
     /// <summary>
     /// Takes ownership of a connected, blocking AF_UNIX stream <paramref name="socket"/>, served for
     /// <paramref name="device"/>; <paramref name="allowUnsealedMemory"/> is
-    /// <see cref="VhostUserRequestDispatcher.AllowUnsealedMemory"/>. Logs go to <paramref name="logger"/>.
+    /// <see cref="VhostUserRequestDispatcher.AllowUnsealedMemory"/> and <paramref name="queueThreads"/>
+    /// <see cref="VhostUserRequestDispatcher.QueueThreads"/>. Logs go to <paramref name="logger"/>.
     /// </summary>
-    public VhostUserBackend(SafeHandle socket, IVhostUserDevice device, ILogger logger, bool allowUnsealedMemory = false)
+    public VhostUserBackend(SafeHandle socket, IVhostUserDevice device, ILogger logger, bool allowUnsealedMemory = false, int queueThreads = 0)
     {
         ArgumentNullException.ThrowIfNull(logger);
         _logger = logger;
         _connection = new VhostUserConnection(socket);
-        _dispatcher = new VhostUserRequestDispatcher(_connection, device, logger) { AllowUnsealedMemory = allowUnsealedMemory };
+        _dispatcher = new VhostUserRequestDispatcher(_connection, device, logger) { AllowUnsealedMemory = allowUnsealedMemory, QueueThreads = queueThreads };
     }
 
     /// <summary>The dispatcher (tests inspect vring state through it).</summary>

@@ -6,19 +6,19 @@ using Microsoft.Extensions.Logging;
 namespace LibvirtStorage.Vhost.Backend;
 
 /// <summary>
-/// The thread that serves one started queue: it blocks in poll(2) on the kick eventfd and its own stop eventfd,
-/// and per kick runs one batch under a memory lease (virtio 1.2 §2.7.10; the loop in Virtqueue's README):
-/// disable notifications, pop and complete chains, re-enable notifications and pop again if the driver added
-/// more meanwhile, then signal the call eventfd if <see cref="SplitVirtqueue.NeedsNotification"/> says so.
+/// One started queue as its <see cref="QueueThread"/> serves it: per kick one batch under a memory lease (virtio
+/// 1.2 §2.7.10; the loop in Virtqueue's README): disable notifications, pop and complete chains, re-enable
+/// notifications and pop again if the driver added more meanwhile, then signal the call eventfd if
+/// <see cref="SplitVirtqueue.NeedsNotification"/> says so.
 /// </summary>
 /// <remarks>
-/// While the worker runs it owns the queue; the dispatcher touches the queue again only after <see cref="Stop"/>
-/// returned. The kick and call fds belong to the dispatcher's vring state and outlive the worker. A memory table
+/// While the worker is hosted its thread owns the queue; the dispatcher touches the queue again only after
+/// <see cref="Stop"/> returned. The kick and call fds belong to the dispatcher's vring state and outlive the worker. A memory table
 /// swap needs no stop: each batch leases the current map and revalidates the rings when the map changed. A ring
 /// error marks the queue broken (the driver sees nothing more on it; the error eventfd, if the front-end set
-/// one, is signalled and QEMU reports it) and the worker then only waits for its stop. With an inflight region
+/// one, is signalled and QEMU reports it) and its thread then stops polling its kick. With an inflight region
 /// attached (SET_INFLIGHT_FD), pop and AddUsed track every head in it (<c>SplitVirtqueue.Inflight.cs</c>), and
-/// the batch the worker runs when it starts pops the heads a previous back-end left unfinished before new ones.
+/// the first batch, run when the queue starts, pops the heads a previous back-end left unfinished before new ones.
 /// </remarks>
 internal sealed class VhostUserQueueWorker
 {
@@ -30,15 +30,15 @@ internal sealed class VhostUserQueueWorker
     private readonly SafeFileHandle? _call;
     private readonly SafeFileHandle? _err;
     private readonly ILogger _logger;
-    private readonly SafeFileHandle _stop = Notifier.CreateEventFd();
-    private readonly Thread _thread;
+    private readonly QueueThread _host;
     private readonly bool _callAtStart;
     private GuestMemory? _validatedFor;
     private volatile string? _broken;
     private int _batches;
+    private bool _stopped;
 
     public VhostUserQueueWorker(int index, SplitVirtqueue queue, GuestMemory validatedFor, GuestMemorySlot memory, IVhostUserDevice device,
-        SafeFileHandle kick, SafeFileHandle? call, SafeFileHandle? err, ILogger logger)
+        SafeFileHandle kick, SafeFileHandle? call, SafeFileHandle? err, ILogger logger, QueueThread host)
     {
         _index = index;
         _queue = queue;
@@ -50,8 +50,8 @@ internal sealed class VhostUserQueueWorker
         _err = err;
         _logger = logger;
         _callAtStart = queue.NextUsed != 0;
-        _thread = new Thread(Run) { IsBackground = true, Name = $"vhost-user queue {index}" };
-        _thread.Start();
+        _host = host;
+        host.Add(this);
     }
 
     /// <summary>Why the queue stopped serving the driver, or null while it is healthy.</summary>
@@ -60,45 +60,48 @@ internal sealed class VhostUserQueueWorker
     /// <summary>Batches run so far (tests).</summary>
     public int Batches => Volatile.Read(ref _batches);
 
-    /// <summary>Wakes the thread, waits for it to finish its batch and exit, and closes the stop fd. Idempotent.</summary>
+    /// <summary>The kick eventfd its thread polls.</summary>
+    public SafeFileHandle Kick => _kick;
+
+    /// <summary>The thread serving this queue.</summary>
+    public QueueThread Host => _host;
+
+    /// <summary>
+    /// Takes the queue off its thread and returns once no batch of it is running and none will start. Connection
+    /// thread only; idempotent.
+    /// </summary>
     public void Stop()
     {
-        if (_stop.IsClosed)
+        if (_stopped)
             return;
-        Notifier.Signal(_stop);
-        _thread.Join();
-        _stop.Dispose();
+        _stopped = true;
+        _host.Remove(this);
     }
 
-    private void Run()
+    /// <summary>On the queue's thread when it starts hosting the queue: the start-up batch and call.</summary>
+    public void RunFirstBatch()
     {
-        try
-        {
-            // Buffers may have been made available before the kick fd arrived (a restarted queue): look once.
-            RunBatch();
-            // A used entry published just before the previous connection (or back-end) went away may never have
-            // been signalled: QEMU drops calls while it tears its notifier down, and a back-end that completes its
-            // last requests on a graceful stop signals after that. Without a call the driver never looks again
-            // (found with tests/guest/reconnect.sh graceful: fio hung with every request completed). One call
-            // per start is harmless: the driver checks the used idx.
-            if (_callAtStart && _broken is null && _call is not null)
-                Notifier.Signal(_call);
-            while (true)
-            {
-                bool healthy = _broken is null;
-                if (Notifier.Wait(_kick, _stop, watchKick: healthy) == Notifier.WaitResult.Stop)
-                    return;
-                Notifier.Drain(_kick);
-                if (healthy)
-                    RunBatch();
-            }
-        }
-        catch (IOException ex)
-        {
-            // poll(2) itself failed (not a guest error): the queue stops; Stop still joins at once.
-            MarkBroken(ex.Message);
-        }
+        // Buffers may have been made available before the kick fd arrived (a restarted queue): look once.
+        RunBatch();
+        // A used entry published just before the previous connection (or back-end) went away may never have
+        // been signalled: QEMU drops calls while it tears its notifier down, and a back-end that completes its
+        // last requests on a graceful stop signals after that. Without a call the driver never looks again
+        // (found with tests/guest/reconnect.sh graceful: fio hung with every request completed). One call
+        // per start is harmless: the driver checks the used idx.
+        if (_callAtStart && _broken is null && _call is not null)
+            Notifier.Signal(_call);
     }
+
+    /// <summary>On the queue's thread when poll(2) found the kick fd readable: reset it and run a batch.</summary>
+    public void OnKick()
+    {
+        Notifier.Drain(_kick);
+        if (_broken is null)
+            RunBatch();
+    }
+
+    /// <summary>Marks the queue broken from outside a batch (its thread failed or has ended).</summary>
+    public void Fail(string reason) => MarkBroken(reason);
 
     private void RunBatch()
     {

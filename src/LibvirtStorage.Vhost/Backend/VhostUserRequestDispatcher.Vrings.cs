@@ -113,7 +113,7 @@ internal sealed partial class VhostUserRequestDispatcher
 
         if (message.Request != FrontendRequest.SetVringKick && !wasStarted)
             return null;
-        return vring.TryStart(Memory, _device, EventIdx, _logger);
+        return vring.TryStart(Memory, _device, EventIdx, _logger, _threadFor);
     }
 
     private string? SetVringEnable(VhostUserVringState state)
@@ -129,6 +129,6 @@ internal sealed partial class VhostUserRequestDispatcher
             return null;
         }
 
-        return vring.TryStart(Memory, _device, EventIdx, _logger);
+        return vring.TryStart(Memory, _device, EventIdx, _logger, _threadFor);
     }
 }

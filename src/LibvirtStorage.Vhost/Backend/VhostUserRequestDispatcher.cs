@@ -19,7 +19,7 @@ namespace LibvirtStorage.Vhost.Backend;
 /// connection is broken through <see cref="VhostUserConnection.Break(string)"/> (the one choke point), as
 /// libvhost-user's <c>vu_panic</c> does. A request that always has a reply body and fails breaks the connection.</para>
 /// <para>Threading: one thread (the connection's) calls <see cref="Handle"/> and <see cref="Dispose"/>. Workers run
-/// on their own threads; the dispatcher stops and joins a worker before it touches that queue's state.</para>
+/// on queue threads (<see cref="QueueThreads"/>); the dispatcher takes a worker off its thread before it touches that queue's state.</para>
 /// </remarks>
 internal sealed partial class VhostUserRequestDispatcher : IDisposable
 {
@@ -47,6 +47,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
     private ulong _ackedFeatures;
     private bool _featuresAcked;
     private VhostUserProtocolFeatures _ackedProtocolFeatures;
+    private readonly Func<int, QueueThread> _threadFor;
 
     public VhostUserRequestDispatcher(VhostUserConnection connection, IVhostUserDevice device, ILogger logger)
     {
@@ -61,6 +62,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
         _vrings = new VhostUserVring[device.NumQueues];
         for (int i = 0; i < _vrings.Length; i++)
             _vrings[i] = new VhostUserVring(i);
+        _threadFor = ThreadFor;
     }
 
     /// <summary>Virtio feature bits offered by GET_FEATURES.</summary>
@@ -204,7 +206,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
                 vring.Enabled = true;
             if (vring.IsStarted && eventIdxChanged)
                 vring.Stop();
-            string? error = vring.TryStart(Memory, _device, EventIdx, _logger);
+            string? error = vring.TryStart(Memory, _device, EventIdx, _logger, _threadFor);
             if (error is not null)
                 return error;
         }
@@ -254,6 +256,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
     {
         foreach (VhostUserVring vring in _vrings)
             vring.Stop();
+        EndQueueThreads();
     }
 
     /// <summary>Stops every worker, closes every fd, and unmaps the memory once no lease remains.</summary>
@@ -262,6 +265,7 @@ internal sealed partial class VhostUserRequestDispatcher : IDisposable
         CloseBackendChannel();
         foreach (VhostUserVring vring in _vrings)
             vring.Reset(enabled: false);
+        EndQueueThreads();
         ReleaseInflightArea();
         Memory.Dispose();
         ReleaseRegions();

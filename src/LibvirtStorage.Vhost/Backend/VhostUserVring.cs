@@ -49,10 +49,10 @@ internal sealed class VhostUserVring
     public void SetErr(SafeFileHandle? fd) => Err = Swap(Err, fd);
 
     /// <summary>
-    /// Starts the worker when the ring is ready: kick fd, addresses, size, enabled, and rings that validate against
+    /// Starts the worker on the thread <paramref name="threadFor"/> picks when the ring is ready: kick fd, addresses, size, enabled, and rings that validate against
     /// the current memory. Returns null (started or not ready yet) or why the rings are unusable.
     /// </summary>
-    public string? TryStart(GuestMemorySlot slot, IVhostUserDevice device, bool eventIdx, ILogger logger)
+    public string? TryStart(GuestMemorySlot slot, IVhostUserDevice device, bool eventIdx, ILogger logger, Func<int, QueueThread> threadFor)
     {
         if (IsStarted || Kick is null || !HasAddresses || Queue.Size == 0 || !Enabled)
             return null;
@@ -68,7 +68,7 @@ internal sealed class VhostUserVring
             return $"vring {Index} cannot start: {Queue.Error}";
         if (Queue.PendingResubmissions > 0)
             VhostUserLog.Resubmitting(logger, Index, Queue.PendingResubmissions, Queue.NextAvail);
-        Worker = new VhostUserQueueWorker(Index, Queue, lease.Memory, slot, device, Kick, Call, Err, logger);
+        Worker = new VhostUserQueueWorker(Index, Queue, lease.Memory, slot, device, Kick, Call, Err, logger, threadFor(Index));
         return null;
     }
 

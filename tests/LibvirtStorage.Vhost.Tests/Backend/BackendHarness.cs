@@ -26,9 +26,12 @@ internal sealed partial class BackendHarness : IDisposable
     private readonly ListLogger _log = new();
     private readonly List<SafeFileHandle> _eventFds = [];
 
-    public BackendHarness(PatternDevice? device = null, bool allowUnsealedMemory = false)
+    private readonly int _queueThreads;
+
+    public BackendHarness(PatternDevice? device = null, bool allowUnsealedMemory = false, int queueThreads = 0)
     {
         Device = device ?? new PatternDevice();
+        _queueThreads = queueThreads;
         (Frontend, Backend, _runner) = Connect(Device, allowUnsealedMemory);
         MemFd = TestNative.MemFd("guest", (long)MemorySize);
         _region = GuestRegion.Map(MemFd, 0, new GuestAddress(0), MemorySize, UserBase);
@@ -68,7 +71,7 @@ internal sealed partial class BackendHarness : IDisposable
     private (VhostUserFrontendChannel, VhostUserBackend, Thread) Connect(PatternDevice device, bool allowUnsealedMemory = false)
     {
         var (frontend, backend) = UnixSocket.CreatePair();
-        var backendInstance = new VhostUserBackend(backend, device, _log, allowUnsealedMemory);
+        var backendInstance = new VhostUserBackend(backend, device, _log, allowUnsealedMemory, _queueThreads);
         var runner = new Thread(() => Ended = backendInstance.Run()) { IsBackground = true, Name = "test back-end" };
         runner.Start();
         return (new VhostUserFrontendChannel(frontend), backendInstance, runner);

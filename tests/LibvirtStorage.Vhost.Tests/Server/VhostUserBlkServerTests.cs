@@ -18,9 +18,10 @@ public sealed class VhostUserBlkServerTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private VhostUserBlkServer Listen(FakeBlockDevice device, ushort queues = 1)
+    private VhostUserBlkServer Listen(FakeBlockDevice device, ushort queues = 1, int queueThreads = 0)
     {
-        var server = VhostUserBlkServer.Listen(SocketPath, device, new VhostUserBlkOptions { NumQueues = queues }, _log);
+        var options = new VhostUserBlkOptions { NumQueues = queues, QueueThreads = queueThreads };
+        var server = VhostUserBlkServer.Listen(SocketPath, device, options, _log);
         server.Start();
         return server;
     }
@@ -50,6 +51,27 @@ public sealed class VhostUserBlkServerTests : IDisposable
         byte[] config = guest.GetConfig();
         Assert.Equal((ulong)device.Capacity / 512, BitConverter.ToUInt64(config, 0));
         Assert.Equal(2, BitConverter.ToUInt16(config, 34)); // num_queues (virtio 1.2 §5.2.4)
+    }
+
+    [Fact]
+    public async Task Four_queues_on_one_queue_thread_serve_the_guest()
+    {
+        var device = new FakeBlockDevice();
+        await using VhostUserBlkServer server = Listen(device, queues: 4, queueThreads: 1);
+        using BlkGuest guest = BlkGuest.Connect(SocketPath).Start();
+
+        byte[] data = Pattern(4096, 9);
+        Assert.Equal((byte)VirtioBlkStatus.Ok, guest.Request(VirtioBlkRequestType.Out, 8, data).Status);
+        Assert.Equal(data, guest.Request(VirtioBlkRequestType.In, 8, inputLength: 4096).Input);
+        Assert.Equal(data, device.Data.AsSpan(8 * 512, 4096).ToArray());
+    }
+
+    [Fact]
+    public void A_negative_queue_thread_count_is_refused()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() =>
+            VhostUserBlkServer.Listen(SocketPath, new FakeBlockDevice(), new VhostUserBlkOptions { QueueThreads = -1 }, _log));
+        Assert.False(File.Exists(SocketPath));
     }
 
     [Fact]
