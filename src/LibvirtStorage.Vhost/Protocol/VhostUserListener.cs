@@ -3,9 +3,11 @@ using System.Net.Sockets;
 namespace LibvirtStorage.Vhost.Protocol;
 
 /// <summary>
-/// A listening UNIX socket at a path, created with a given mode before anyone can connect (bind, chmod, then
-/// listen: connect fails with ECONNREFUSED until listen). Accepted sockets become <see cref="VhostUserConnection"/>s
-/// on their own blocking fd, because message I/O needs recvmsg for SCM_RIGHTS.
+/// A listening UNIX socket at a path, created with a given mode before anyone can connect. It is bound, chmod-ed
+/// and listening under a temporary name in the same folder, then renamed into place, so the path never exists
+/// without a listener behind it (a front-end that sees the file can connect: no ECONNREFUSED window). Accepted
+/// sockets become <see cref="VhostUserConnection"/>s on their own blocking fd, because message I/O needs recvmsg
+/// for SCM_RIGHTS.
 /// </summary>
 internal sealed class VhostUserListener : IDisposable
 {
@@ -31,18 +33,34 @@ internal sealed class VhostUserListener : IDisposable
             throw new PlatformNotSupportedException("vhost-user sockets need Linux (SCM_RIGHTS, memfd)");
         RemoveStaleSocket(path);
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        string bindPath = TemporaryNameFor(path);
         try
         {
-            socket.Bind(new UnixDomainSocketEndPoint(path));
-            File.SetUnixFileMode(path, mode);
+            socket.Bind(new UnixDomainSocketEndPoint(bindPath));
+            File.SetUnixFileMode(bindPath, mode);
             socket.Listen(backlog);
+            if (bindPath != path)
+                File.Move(bindPath, path, overwrite: true); // rename(2): atomic in one folder
             return new VhostUserListener(socket, path);
         }
         catch
         {
             socket.Dispose();
+            if (bindPath != path)
+                File.Delete(bindPath);
             throw;
         }
+    }
+
+    // sun_path holds 107 bytes and a NUL: a path close to that limit is bound in place (a connect may then see
+    // ECONNREFUSED until listen, which QEMU's reconnect= retries).
+    private const int MaxSocketPathBytes = 107;
+
+    private static string TemporaryNameFor(string path)
+    {
+        string temporary = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path)) ?? "/",
+            $".{System.IO.Path.GetFileName(path)}.{Environment.ProcessId}.new");
+        return System.Text.Encoding.UTF8.GetByteCount(temporary) <= MaxSocketPathBytes ? temporary : path;
     }
 
     /// <summary>Waits for the next front-end and returns its connection (the caller owns it).</summary>

@@ -37,6 +37,48 @@ public sealed class ListenerTests : IDisposable
         Assert.False(File.Exists(path));
     }
 
+    /// <summary>
+    /// A front-end that connects as soon as it sees the socket file (as QEMU, a test or a script waiting for it does)
+    /// must never be refused, so the file may only appear once something listens behind it: it arrives by a rename
+    /// (inotify IN_MOVED_TO), never by a bind in place (IN_CREATE). Nothing temporary is left behind.
+    /// </summary>
+    [Fact]
+    public async Task The_socket_file_appears_by_rename_once_listening()
+    {
+        string path = Path.Combine(_dir, "vol.sock");
+        var created = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var renamed = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var watcher = new FileSystemWatcher(_dir) { EnableRaisingEvents = true };
+        watcher.Created += (_, e) => { if (e.Name == "vol.sock") created.TrySetResult(e.Name); };
+        watcher.Renamed += (_, e) => { if (e.Name == "vol.sock") renamed.TrySetResult(e.OldName ?? ""); };
+
+        using (VhostUserListener.Create(path, UnixFileMode.UserRead | UnixFileMode.UserWrite))
+        {
+            string from = await renamed.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.StartsWith(".vol.sock.", from, StringComparison.Ordinal);
+            using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            socket.Connect(new UnixDomainSocketEndPoint(path));
+        }
+
+        Assert.False(created.Task.IsCompleted, "the socket was bound in place: it existed before listen");
+        Assert.Empty(Directory.GetFiles(_dir));
+    }
+
+    [Fact]
+    public void A_path_too_long_for_a_temporary_name_is_bound_in_place()
+    {
+        // 107 bytes in all: the longest path sun_path takes; ".<name>.<pid>.new" beside it would not fit.
+        string prefix = _dir + "/";
+        string path = prefix + new string('s', 107 - prefix.Length);
+        using (VhostUserListener.Create(path, UnixFileMode.UserRead | UnixFileMode.UserWrite))
+        {
+            using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            socket.Connect(new UnixDomainSocketEndPoint(path));
+        }
+
+        Assert.Empty(Directory.GetFiles(_dir));
+    }
+
     private static int ReceiveFdCount(VhostUserConnection backend)
     {
         var message = backend.Receive();
