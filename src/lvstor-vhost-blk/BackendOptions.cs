@@ -11,7 +11,7 @@ internal sealed record BackendOptions
 {
     public const string Usage =
         "usage: lvstor-vhost-blk (--socket-path PATH | --fd N) --image FILE [--format raw|qcow2] [--read-only]\n" +
-        "                        [--num-queues N] [--serial S] [--direct] [--writethrough] [--socket-mode OCTAL]\n" +
+        "                        [--num-queues N] [--parallel-requests N] [--serial S] [--direct] [--writethrough] [--socket-mode OCTAL]\n" +
         "                        [--allow-unsealed-memory] [--control-socket PATH]\n" +
         "       lvstor-vhost-blk --print-capabilities\n" +
         "  --blk-file FILE is accepted as a synonym of --image (vhost-user.rst).";
@@ -32,6 +32,9 @@ internal sealed record BackendOptions
     public bool ReadOnly { get; init; }
 
     public ushort NumQueues { get; init; } = 1;
+
+    /// <summary>Requests of one queue served at once (VhostUserBlkOptions.ParallelRequestsPerQueue).</summary>
+    public int ParallelRequests { get; init; } = LibvirtStorage.Vhost.VhostUserBlkOptions.DefaultParallelRequestsPerQueue;
 
     public string? Serial { get; init; }
 
@@ -111,6 +114,11 @@ internal sealed record BackendOptions
                     if (!ushort.TryParse(Value(), out ushort n) || n is < 1 or > 64)
                         error ??= "--num-queues needs a number in 1..64";
                     o = o with { NumQueues = n };
+                    break;
+                case "--parallel-requests":
+                    if (!int.TryParse(Value(), out int p) || p is < 1 or > 64)
+                        error ??= "--parallel-requests needs a number in 1..64";
+                    o = o with { ParallelRequests = p };
                     break;
                 case "--format":
                     string? f = Value();
