@@ -30,6 +30,8 @@ public sealed class StandaloneBackendTests : IDisposable
     [InlineData("--image", "x.qcow2")]
     [InlineData("--socket-path", "s", "--fd", "3", "--image", "x")]
     [InlineData("--socket-path", "s", "--image", "x", "--num-queues", "0")]
+    [InlineData("--socket-path", "s", "--image", "x", "--parallel-requests", "0")]
+    [InlineData("--socket-path", "s", "--image", "x", "--parallel-requests", "65")]
     [InlineData("--socket-path", "s", "--image", "x", "--format", "vmdk")]
     [InlineData("--socket-path", "s", "--image", "x", "--serial", "more-than-twenty-characters")]
     [InlineData("--bogus")]
