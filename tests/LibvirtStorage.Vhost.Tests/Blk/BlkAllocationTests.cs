@@ -53,10 +53,13 @@ public sealed class BlkAllocationTests
         using var h = new BlkHarness(settings: settings, queueSize: 256);
         var device = new AllocationProbe(new VirtioBlkDevice(h.Device, settings, NullLogger.Instance, maxQueueSize: 256));
         using var runner = new QueueChainRunner(0, device, settings.ParallelRequestsPerQueue);
-        Publish(h);
-        ServeInRounds(h, runner); // warm up: JIT, statics, the helper threads' first waits
-        Publish(h);
-        ServeInRounds(h, runner);
+        // Warm up (JIT, statics, each I/O thread's first wait and request) until every slot has served.
+        for (int warmUp = 0; warmUp < 50 && (warmUp < 2 || device.SlotsSeen < settings.ParallelRequestsPerQueue); warmUp++)
+        {
+            Publish(h);
+            ServeInRounds(h, runner);
+        }
+
         device.Arm();
         long allocated = 0;
         int served = 0;
@@ -135,11 +138,15 @@ public sealed class BlkAllocationTests
             }
         }
 
-        public void Arm() => _armed = true;
+        public void Arm()
+        {
+            Array.Clear(_seen);
+            _armed = true;
+        }
 
         public uint ProcessChain(int queueIndex, int slot, ref DescriptorChain chain, GuestMemory memory)
         {
-            if (_armed && !_seen[slot])
+            if (!_seen[slot])
             {
                 _first[slot] = GC.GetAllocatedBytesForCurrentThread();
                 _seen[slot] = true;
