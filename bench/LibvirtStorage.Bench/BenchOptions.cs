@@ -30,6 +30,7 @@ internal sealed record BenchOptions
           --qsd-aio MODE       qemu-storage-daemon aio= for its file node: io_uring (default) or threads
           --ours-dll PATH      run this lvstor-vhost-blk.dll instead of building src/lvstor-vhost-blk (A/B runs
                                of a prototype)
+          --ours-arg ARG       pass ARG to lvstor-vhost-blk too (repeatable; e.g. --ours-arg --parallel-requests=8)
           --skip-fio | --skip-fresh   leave out the fio ceiling or the fresh-qcow2 write rows
         """;
 
@@ -74,6 +75,8 @@ internal sealed record BenchOptions
     public bool SkipFresh { get; init; }
 
     public string? OursDll { get; init; }
+
+    public IReadOnlyList<string> OursArgs { get; init; } = [];
 
     public bool Selects(string rowName) =>
         Only.Count == 0 || Only.Any(o => rowName.Contains(o, StringComparison.OrdinalIgnoreCase));
@@ -160,6 +163,9 @@ internal sealed record BenchOptions
                         break;
                     case "--ours-dll":
                         options = options with { OursDll = Path.GetFullPath(Next()) };
+                        break;
+                    case "--ours-arg":
+                        options = options with { OursArgs = [.. options.OursArgs, Next()] };
                         break;
                     case "--skip-fresh":
                         options = options with { SkipFresh = true };

@@ -11,10 +11,12 @@ namespace LibvirtStorage.Vhost;
 /// setup, kicks, calls and EVENT_IDX. A device only says what it offers and completes descriptor chains.
 /// </summary>
 /// <remarks>
-/// Threading: <see cref="ProcessChain"/> runs on the worker thread of its queue (one thread per queue today, so
-/// calls for one queue never overlap; calls for different queues may). It must not block indefinitely: stopping a
-/// queue (GET_VRING_BASE, reset, disconnect) waits for the call in progress. The other members run on the
-/// connection thread: <see cref="Reset"/> after every worker has stopped, the others possibly while workers run.
+/// Threading: <see cref="ProcessChain"/> runs on the threads of its queue: the queue's worker, plus
+/// <see cref="ParallelRequestsPerQueue"/> - 1 I/O threads of that queue when the worker found several chains
+/// available at once. Calls with the same queue and slot never overlap, so per-slot state needs no lock; calls for
+/// different slots or queues may run at the same time. It must not block indefinitely: stopping a queue
+/// (GET_VRING_BASE, reset, disconnect) waits for the batch in progress. The other members run on the connection
+/// thread: <see cref="Reset"/> after every worker has stopped, the others possibly while workers run.
 /// </remarks>
 internal interface IVhostUserDevice
 {
@@ -38,12 +40,21 @@ internal interface IVhostUserDevice
     VhostUserProtocolFeatures ProtocolFeatures { get; }
 
     /// <summary>
+    /// How many chains of one queue may be processed at once (1 to 64): the worker hands a batch of available
+    /// chains to this many threads (itself included) and publishes them when all are done. 1 processes the chains
+    /// one after another on the worker.
+    /// </summary>
+    int ParallelRequestsPerQueue => 1;
+
+    /// <summary>
     /// Completes one available descriptor chain of queue <paramref name="queueIndex"/> and returns the number of
     /// bytes written into its device-writable buffers (the used element's length). Access guest memory only
     /// through <paramref name="memory"/>, which stays mapped until the call returns. Guest errors are not
     /// exceptions: a chain whose <see cref="DescriptorChain.Error"/> is set is completed with what was done.
+    /// <paramref name="slot"/> (0 .. <see cref="ParallelRequestsPerQueue"/> - 1) names the calling thread of the
+    /// queue: no two calls with the same queue and slot overlap.
     /// </summary>
-    uint ProcessChain(int queueIndex, ref DescriptorChain chain, GuestMemory memory);
+    uint ProcessChain(int queueIndex, int slot, ref DescriptorChain chain, GuestMemory memory);
 
     /// <summary>The virtio feature bits the front-end acknowledged (SET_FEATURES), already checked to be offered.</summary>
     void AckFeatures(ulong features)

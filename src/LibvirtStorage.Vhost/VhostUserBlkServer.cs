@@ -13,6 +13,15 @@ public sealed record VhostUserBlkOptions
     /// <summary>Number of virtqueues offered (1..64; the front-end may use fewer).</summary>
     public ushort NumQueues { get; init; } = 1;
 
+    /// <summary>
+    /// Requests of one queue served at once (1..64): the queue's worker and this many - 1 I/O threads share each
+    /// batch of available requests. 1 serves them one after another.
+    /// </summary>
+    public int ParallelRequestsPerQueue { get; init; } = DefaultParallelRequestsPerQueue;
+
+    /// <summary>Default of <see cref="ParallelRequestsPerQueue"/>, chosen by measurement (docs/performance-analysis.md).</summary>
+    public const int DefaultParallelRequestsPerQueue = 4;
+
     /// <summary>Largest queue size the front-end may set (a power of two ≤ 32768).</summary>
     public int MaxQueueSize { get; init; } = VirtioBlkDevice.DefaultMaxQueueSize;
 
@@ -97,7 +106,10 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         if (options.QueueThreads < 0)
             ThrowHelper.ArgumentOutOfRange(nameof(options), "QueueThreads is 0 (one per queue) or at least 1");
         _queueThreads = options.QueueThreads;
-        var settings = new VirtioBlkSettings { NumQueues = options.NumQueues, Writeback = !options.Writethrough };
+                var settings = new VirtioBlkSettings
+        {
+            NumQueues = options.NumQueues, Writeback = !options.Writethrough, ParallelRequestsPerQueue = options.ParallelRequestsPerQueue,
+        };
         _device = new VirtioBlkDevice(device, settings, logger, options.MaxQueueSize);
         _blockDevice = device;
         _backendAckTimeout = options.BackendAckTimeout;

@@ -11,8 +11,8 @@ internal sealed record BackendOptions
 {
     public const string Usage =
         "usage: lvstor-vhost-blk (--socket-path PATH | --fd N) --image FILE [--format raw|qcow2] [--read-only]\n" +
-        "                        [--num-queues N] [--queue-threads N] [--serial S] [--direct] [--writethrough]\n" +
-        "                        [--socket-mode OCTAL] [--allow-unsealed-memory] [--control-socket PATH]\n" +
+        "                        [--num-queues N] [--queue-threads N] [--parallel-requests N] [--serial S] [--direct]\n" +
+        "                        [--writethrough] [--socket-mode OCTAL] [--allow-unsealed-memory] [--control-socket PATH]\n" +
         "       lvstor-vhost-blk --print-capabilities\n" +
         "  --blk-file FILE is accepted as a synonym of --image (vhost-user.rst).\n" +
         "  --queue-threads N (1..64): at most N threads serve the queues, queue i on thread i % N\n" +
@@ -37,6 +37,9 @@ internal sealed record BackendOptions
 
     /// <summary>At most this many queue threads (VhostUserBlkOptions.QueueThreads); 0 = one per queue.</summary>
     public int QueueThreads { get; init; }
+
+    /// <summary>Requests of one queue served at once (VhostUserBlkOptions.ParallelRequestsPerQueue).</summary>
+    public int ParallelRequests { get; init; } = LibvirtStorage.Vhost.VhostUserBlkOptions.DefaultParallelRequestsPerQueue;
 
     public string? Serial { get; init; }
 
@@ -121,6 +124,11 @@ internal sealed record BackendOptions
                     if (!int.TryParse(Value(), out int threads) || threads is < 1 or > 64)
                         error ??= "--queue-threads needs a number in 1..64";
                     o = o with { QueueThreads = threads };
+                    break;
+                case "--parallel-requests":
+                    if (!int.TryParse(Value(), out int p) || p is < 1 or > 64)
+                        error ??= "--parallel-requests needs a number in 1..64";
+                    o = o with { ParallelRequests = p };
                     break;
                 case "--format":
                     string? f = Value();

@@ -53,13 +53,13 @@ internal static class Program
         var openOptions = new ImageOpenOptions { ReadOnly = options.ReadOnly, Format = options.Format, Direct = options.Direct };
         using IBlockImage image = ImageOpener.Open(options.Image!, openOptions);
         var device = new ImageBlockDevice(image, options.Serial);
-        log.LogInformation("image {Image} ({Format}, {Size} bytes, {Mode}, {Cache}), serial \"{Serial}\", {Queues} queue(s)",
+        log.LogInformation("image {Image} ({Format}, {Size} bytes, {Mode}, {Cache}), serial \"{Serial}\", {Queues} queue(s), {Parallel} request(s) at once per queue",
             image.Path, image.Format, image.VirtualSize, image.IsReadOnly ? "read-only" : "read-write",
-            options.Writethrough ? "write-through" : "writeback", device.Serial, options.NumQueues);
+            options.Writethrough ? "write-through" : "writeback", device.Serial, options.NumQueues, options.ParallelRequests);
         var serverOptions = new VhostUserBlkOptions
         {
-            NumQueues = options.NumQueues, SocketMode = options.SocketMode, Writethrough = options.Writethrough,
-            AllowUnsealedGuestMemory = options.AllowUnsealedMemory, QueueThreads = options.QueueThreads,
+            NumQueues = options.NumQueues, ParallelRequestsPerQueue = options.ParallelRequests, SocketMode = options.SocketMode,
+            Writethrough = options.Writethrough, AllowUnsealedGuestMemory = options.AllowUnsealedMemory, QueueThreads = options.QueueThreads,
         };
         await using VhostUserBlkServer server = options.SocketPath is { } path
             ? VhostUserBlkServer.Listen(path, device, serverOptions, log)

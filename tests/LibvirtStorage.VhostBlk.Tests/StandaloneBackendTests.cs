@@ -34,6 +34,8 @@ public sealed class StandaloneBackendTests : IDisposable
     [InlineData("--socket-path", "s", "--image", "x", "--queue-threads", "65")]
     [InlineData("--socket-path", "s", "--image", "x", "--queue-threads", "two")]
     [InlineData("--socket-path", "s", "--image", "x", "--queue-threads")]
+    [InlineData("--socket-path", "s", "--image", "x", "--parallel-requests", "0")]
+    [InlineData("--socket-path", "s", "--image", "x", "--parallel-requests", "65")]
     [InlineData("--socket-path", "s", "--image", "x", "--format", "vmdk")]
     [InlineData("--socket-path", "s", "--image", "x", "--serial", "more-than-twenty-characters")]
     [InlineData("--bogus")]

@@ -60,9 +60,9 @@ internal sealed class BackendProcess : IDisposable
     }
 
     /// <summary>lvstor-vhost-blk (Release build) with O_DIRECT.</summary>
-    public static BackendProcess StartOurs(string dll, string image, string format, string socket, int queues)
+    public static BackendProcess StartOurs(string dll, string image, string format, string socket, int queues, IReadOnlyList<string> extraArgs)
     {
-        string[] args = ["--socket-path", socket, "--image", image, "--format", format, "--num-queues", queues.ToString(CultureInfo.InvariantCulture), "--direct"];
+        string[] args = ["--socket-path", socket, "--image", image, "--format", format, "--num-queues", queues.ToString(CultureInfo.InvariantCulture), "--direct", .. extraArgs];
         var info = new ProcessStartInfo("dotnet");
         info.ArgumentList.Add(dll);
         foreach (string a in args)

@@ -160,7 +160,7 @@ internal sealed class VhostBench(BenchOptions options, QemuImg qemu)
 
     private BackendProcess StartOurs(string dll, string image, string format, string socket)
     {
-        BackendProcess p = BackendProcess.StartOurs(dll, image, format, Path.Combine(options.ScratchDir, socket), ServedQueues);
+        BackendProcess p = BackendProcess.StartOurs(dll, image, format, Path.Combine(options.ScratchDir, socket), ServedQueues, options.OursArgs);
         Remember(p.CommandLine);
         return p;
     }

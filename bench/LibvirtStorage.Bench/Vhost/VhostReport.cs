@@ -45,7 +45,7 @@ internal static class VhostReport
         md.AppendLine(CultureInfo.InvariantCulture, $"- {machine.QemuVersion}; {machine.Runtime}");
         md.AppendLine(CultureInfo.InvariantCulture, $"- load average at start / end: {machine.LoadAtStart} / {loadAtEnd} (the load column is the 1-minute average after each row)");
         md.AppendLine(CultureInfo.InvariantCulture, $"- image size {options.ImageSize >> 20} MiB; warm-up {options.VhostWarmupSeconds:0.#} s, measured {options.VhostSeconds:0.#} s per side and row, {options.Repeat} run(s) per side (median{(options.Repeat > 1 ? ", spread = (max - min) / median in the note" : "")})");
-        md.AppendLine(CultureInfo.InvariantCulture, $"- QSD file node: cache.direct=on, aio={options.QsdAio}; ours: --direct (O_DIRECT){(options.OursDll is { } dll ? $", built from {dll}" : "")}");
+        md.AppendLine(CultureInfo.InvariantCulture, $"- QSD file node: cache.direct=on, aio={options.QsdAio}; ours: --direct (O_DIRECT){(options.OursDll is { } dll ? $", built from {dll}" : "")}{(options.OursArgs.Count > 0 ? $", with {string.Join(' ', options.OursArgs)}" : "")}");
         md.AppendLine();
         md.AppendLine("## Results");
         md.AppendLine();

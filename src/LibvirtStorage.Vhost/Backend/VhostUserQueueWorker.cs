@@ -10,6 +10,9 @@ namespace LibvirtStorage.Vhost.Backend;
 /// 1.2 §2.7.10; the loop in Virtqueue's README): disable notifications, pop and complete chains, re-enable
 /// notifications and pop again if the driver added more meanwhile, then signal the call eventfd if
 /// <see cref="SplitVirtqueue.NeedsNotification"/> says so.
+/// Chains are completed in rounds: the worker pops what is available (up to <see cref="QueueChainRunner.Capacity"/>),
+/// its <see cref="QueueChainRunner"/> runs them on <see cref="IVhostUserDevice.ParallelRequestsPerQueue"/> threads
+/// (a round of one runs on the queue's thread alone), and the worker publishes the used entries once the round is done.
 /// </summary>
 /// <remarks>
 /// While the worker is hosted its thread owns the queue; the dispatcher touches the queue again only after
@@ -31,6 +34,7 @@ internal sealed class VhostUserQueueWorker
     private readonly SafeFileHandle? _err;
     private readonly ILogger _logger;
     private readonly QueueThread _host;
+    private readonly QueueChainRunner _runner;
     private readonly bool _callAtStart;
     private GuestMemory? _validatedFor;
     private volatile string? _broken;
@@ -50,6 +54,8 @@ internal sealed class VhostUserQueueWorker
         _err = err;
         _logger = logger;
         _callAtStart = queue.NextUsed != 0;
+        // The runner exists before the host can run the first batch.
+        _runner = new QueueChainRunner(index, device, device.ParallelRequestsPerQueue);
         _host = host;
         host.Add(this);
     }
@@ -76,6 +82,7 @@ internal sealed class VhostUserQueueWorker
             return;
         _stopped = true;
         _host.Remove(this);
+        _runner.Dispose(); // after the host let go: no round of this queue is running
     }
 
     /// <summary>On the queue's thread when it starts hosting the queue: the start-up batch and call.</summary>
@@ -125,12 +132,9 @@ internal sealed class VhostUserQueueWorker
             _queue.DisableNotification(mem);
             do
             {
-                while (_queue.TryPopAvail(mem, out DescriptorChain chain) == PopResult.Chain)
-                {
-                    uint written = _device.ProcessChain(_index, ref chain, mem);
-                    _queue.AddUsed(mem, chain.Head, written);
-                    completed = true;
-                }
+                int popped;
+                while ((popped = PopRound(mem)) > 0)
+                    completed |= RunRound(popped, mem);
             }
             while (_queue.Error == QueueError.None && _queue.EnableNotification(mem));
 
@@ -146,6 +150,47 @@ internal sealed class VhostUserQueueWorker
             // A device bug must not take the process down; the queue stops and says why.
             MarkBroken($"device failed: {ex.GetType().Name}: {ex.Message}");
         }
+    }
+
+    /// <summary>
+    /// Pops up to <see cref="QueueChainRunner.Capacity"/> chains (resubmitted heads first, as TryPopAvail orders
+    /// them) into the runner. Returns 0 when the ring is empty or broke: chains popped from a broken ring are not
+    /// run, since their used entries could not be published anyway.
+    /// </summary>
+    private int PopRound(GuestMemory mem)
+    {
+        DescriptorChain[] chains = _runner.Chains;
+        int count = 0;
+        while (count < chains.Length && _queue.TryPopAvail(mem, out chains[count]) == PopResult.Chain)
+            count++;
+        if (_queue.Error == QueueError.None)
+            return count;
+        _runner.ClearChains(count);
+        return 0;
+    }
+
+    /// <summary>
+    /// Runs the popped chains (on the worker alone for one chain, else on the runner's threads too), then publishes
+    /// the completed ones in pop order; used entries may be published in any order (no VIRTIO_F_IN_ORDER), and
+    /// AddUsed clears each head's inflight flag only after its entry is visible. A device exception is rethrown
+    /// after the chains that did complete are published: the queue breaks as it did when chains ran one by one.
+    /// </summary>
+    private bool RunRound(int count, GuestMemory mem)
+    {
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo? failure = _runner.Run(count, mem);
+        bool published = false;
+        for (int i = 0; i < count; i++)
+        {
+            if (_runner.TryGetResult(i, out uint written))
+            {
+                _queue.AddUsed(mem, _runner.Chains[i].Head, written);
+                published = true;
+            }
+        }
+
+        _runner.ClearChains(count);
+        failure?.Throw();
+        return published;
     }
 
     private void MarkBroken(string reason)

@@ -12,8 +12,9 @@ namespace LibvirtStorage.Vhost.Blk;
 /// <see cref="VirtioBlkHandler.Execute"/> against an <see cref="IBlockDevice"/>.
 /// </summary>
 /// <remarks>
-/// One <see cref="VirtioBlkRequest"/> (~4 KiB) per queue, reused: a queue has one worker thread, so its request is
-/// never used by two threads at once. The config space is rebuilt on every GET_CONFIG, so it reports the device's
+/// One <see cref="VirtioBlkRequest"/> (~4 KiB) per queue and slot (<see cref="VirtioBlkSettings.ParallelRequestsPerQueue"/>),
+/// made up front and reused: the framework never runs two chains of one queue and slot at
+/// once, so a request is never used by two threads at once. The config space is rebuilt on every GET_CONFIG, so it reports the device's
 /// current capacity. Malformed chains and device failures are logged at Debug (a guest can cause them at will,
 /// so they must not flood a production log); the guest sees used length 0 or IOERR.
 /// </remarks>
@@ -41,7 +42,8 @@ internal sealed class VirtioBlkDevice : IVhostUserDevice
         _logger = logger;
         MaxQueueSize = maxQueueSize;
         Features = VirtioBlkConfig.Create(device, settings).Features;
-        _requests = new Box[settings.NumQueues];
+        // Made up front, so no request allocates (4 KiB per queue and slot: 64 KiB for 4 queues × 4 slots).
+        _requests = new Box[settings.NumQueues * settings.ParallelRequestsPerQueue];
         for (int i = 0; i < _requests.Length; i++)
             _requests[i] = new Box();
     }
@@ -59,9 +61,13 @@ internal sealed class VirtioBlkDevice : IVhostUserDevice
     public VhostUserProtocolFeatures ProtocolFeatures => VhostUserProtocolFeatures.Config;
 
     /// <inheritdoc/>
-    public uint ProcessChain(int queueIndex, ref DescriptorChain chain, GuestMemory memory)
+    public int ParallelRequestsPerQueue => _settings.ParallelRequestsPerQueue;
+
+    /// <inheritdoc/>
+    public uint ProcessChain(int queueIndex, int slot, ref DescriptorChain chain, GuestMemory memory)
     {
-        ref VirtioBlkRequest request = ref _requests[queueIndex].Request;
+        // Only one thread at a time uses a given queue and slot, so its request needs no lock.
+        ref VirtioBlkRequest request = ref _requests[(queueIndex * _settings.ParallelRequestsPerQueue) + slot].Request;
         VirtioBlkRequest.Parse(ref chain, memory, _settings.SegMax, ref request);
         if (request.Error != VirtioBlkParseError.None)
         {

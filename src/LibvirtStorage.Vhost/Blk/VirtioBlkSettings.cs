@@ -44,11 +44,19 @@ internal sealed record VirtioBlkSettings
     /// </summary>
     public bool Writeback { get; init; } = true;
 
+    /// <summary>
+    /// How many requests of one queue run at once (1 to 64): the queue's worker plus this many - 1 I/O threads of
+    /// the queue share each batch of available requests; 1 runs them one after another on the worker.
+    /// </summary>
+    public int ParallelRequestsPerQueue { get; init; } = VhostUserBlkOptions.DefaultParallelRequestsPerQueue;
+
     /// <summary>Checks the ranges; a control-plane call, so a bad value throws.</summary>
     public void Validate()
     {
         ArgumentOutOfRangeException.ThrowIfZero(NumQueues);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(NumQueues, (ushort)64);
+        ArgumentOutOfRangeException.ThrowIfLessThan(ParallelRequestsPerQueue, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(ParallelRequestsPerQueue, Backend.QueueChainRunner.MaxParallel);
         ArgumentOutOfRangeException.ThrowIfZero(SegMax);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(SegMax, MaxSegMax);
         CheckRange(MaxDiscardSectors, MaxDiscardSegments, nameof(MaxDiscardSegments));

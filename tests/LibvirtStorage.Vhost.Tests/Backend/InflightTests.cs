@@ -157,6 +157,65 @@ public sealed class InflightTests
     }
 
     [Fact]
+    public void Requests_in_flight_in_parallel_are_all_resubmitted_and_run_in_parallel_again()
+    {
+        var first = new PatternDevice { Pattern = 0x11, ParallelRequestsPerQueue = 4, Gate = new ManualResetEventSlim(false) };
+        using var h = new BackendHarness(first);
+        h.Negotiate(inflight: true);
+        Assert.Equal(0UL, h.SendMemTable());
+        var (description, inflightFd) = GetInflight(h);
+        using SafeFileHandle kept = inflightFd;
+        Assert.Equal(0UL, SetInflight(h, kept, description));
+        QueueEnd q = h.StartQueue(0, 0x0);
+        FakeDriver driver = q.Driver;
+
+        // Four requests inside the device at once, then the back-end dies with all of them in flight.
+        var heads = new List<uint>();
+        for (int i = 0; i < 4; i++)
+            heads.Add(driver.AddChain((0x10000 + (0x100ul * (uint)i), 16, false), (0x20000 + (0x100ul * (uint)i), 16, true)));
+        TestNative.WriteU64(q.Kick, 1);
+        Assert.True(SpinWait.SpinUntil(() => first.Inside == 4, 5000), "the four requests never were in flight together");
+        first.DieWhenReleased = true;
+        first.Gate.Set();
+        var second = new PatternDevice { Pattern = 0x22, ParallelRequestsPerQueue = 4, Rendezvous = 4 };
+        h.Reconnect(second);
+        Assert.Equal(0, first.Chains);
+        Assert.Equal(0, driver.UsedIdx);
+
+        h.Negotiate(inflight: true);
+        Assert.Equal(0UL, h.SendMemTable());
+        Assert.Equal(0UL, SetInflight(h, kept, description));
+        QueueEnd q2 = h.StartQueue(0, 0x0, baseIndex: driver.UsedIdx, driver: driver);
+        var order = new List<uint>();
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (order.Count < 4 && DateTime.UtcNow < deadline)
+        {
+            if (driver.TryTakeUsed(out uint id, out uint length))
+            {
+                order.Add(id);
+                Assert.Equal(16u, length);
+            }
+            else
+            {
+                q2.WaitForCall(100);
+            }
+        }
+
+        // Resubmitted heads go through the same parallel round, and are published in the order they were popped.
+        Assert.Equal(heads, order);
+        Assert.False(second.RendezvousMissed, "the resubmitted requests did not run in parallel");
+        Assert.Equal(4, second.Chains);
+        for (ulong buffer = 0x20000; buffer <= 0x20300; buffer += 0x100)
+            Assert.All(h.ReadGuest(buffer, 16), b => Assert.Equal(0x22, b));
+        ushort fresh = driver.AddChain((0x10400, 16, false), (0x20400, 16, true));
+        Assert.True(q2.KickAndWaitForCall());
+        Assert.True(driver.TryTakeUsed(out uint freshId, out _));
+        Assert.Equal(fresh, freshId);
+        Assert.Equal(5, driver.UsedIdx);
+        Assert.Null(h.Ended);
+    }
+
+    [Fact]
     public void A_graceful_restart_leaves_nothing_to_resubmit()
     {
         using var h = new BackendHarness(new PatternDevice());

@@ -1,7 +1,10 @@
+using LibvirtStorage.Vhost.Backend;
 using LibvirtStorage.Vhost.Blk;
 using LibvirtStorage.Vhost.Memory;
 using LibvirtStorage.Vhost.Tests.Virtqueue;
+using LibvirtStorage.Vhost.Protocol;
 using LibvirtStorage.Vhost.Virtqueue;
+using Microsoft.Extensions.Logging.Abstractions;
 using Xunit;
 using static LibvirtStorage.Vhost.Tests.Blk.BlkHarness;
 
@@ -41,6 +44,122 @@ public sealed class BlkAllocationTests
         Assert.Equal(Rounds * PerRound, served);
         Assert.Equal(0, allocated);
         Assert.Equal((Rounds + 1) * PerRound / 2, h.Device.Writes); // the warm-up round included
+    }
+
+    [Fact]
+    public void ThousandReadsAndWrites_OnTheParallelPath_AllocateNothing_OnAnyThread()
+    {
+        var settings = new VirtioBlkSettings { ParallelRequestsPerQueue = 4 };
+        using var h = new BlkHarness(settings: settings, queueSize: 256);
+        var device = new AllocationProbe(new VirtioBlkDevice(h.Device, settings, NullLogger.Instance, maxQueueSize: 256));
+        using var runner = new QueueChainRunner(0, device, settings.ParallelRequestsPerQueue);
+        // Warm up (JIT, statics, each I/O thread's first wait and request) until every slot has served.
+        for (int warmUp = 0; warmUp < 50 && (warmUp < 2 || device.SlotsSeen < settings.ParallelRequestsPerQueue); warmUp++)
+        {
+            Publish(h);
+            ServeInRounds(h, runner);
+        }
+
+        device.Arm();
+        long allocated = 0;
+        int served = 0;
+        for (int round = 0; round < Rounds; round++)
+        {
+            Publish(h);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            served += ServeInRounds(h, runner);
+            allocated += GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+
+        Assert.Equal(Rounds * PerRound, served);
+        Assert.Equal(0, allocated); // the worker: pop, hand-off, wait, publish
+        Assert.True(device.SlotsSeen > 1, "the rounds never ran on an I/O thread");
+        Assert.Equal(0, device.AllocatedOnIoThreads); // each I/O thread, from its first measured request to its last
+    }
+
+    private static int ServeInRounds(BlkHarness h, QueueChainRunner runner)
+    {
+        GuestMemory memory = h.Memory;
+        int served = 0;
+        while (true)
+        {
+            int count = 0;
+            while (count < runner.Capacity && h.Queue.TryPopAvail(memory, out runner.Chains[count]) == PopResult.Chain)
+                count++;
+            if (count == 0)
+                return served;
+            Assert.Null(runner.Run(count, memory));
+            for (int i = 0; i < count; i++)
+            {
+                Assert.True(runner.TryGetResult(i, out uint written));
+                h.Queue.AddUsed(memory, runner.Chains[i].Head, written);
+                served++;
+            }
+
+            runner.ClearChains(count);
+        }
+    }
+
+    /// <summary>
+    /// Forwards to a device and, once armed, records per slot the thread's allocation counter at its first request
+    /// and after its last one: the difference covers everything that thread did in between (waits and hand-offs).
+    /// </summary>
+    private sealed class AllocationProbe(IVhostUserDevice inner) : IVhostUserDevice
+    {
+        private readonly long[] _first = new long[QueueChainRunner.MaxParallel];
+        private readonly long[] _last = new long[QueueChainRunner.MaxParallel];
+        private readonly bool[] _seen = new bool[QueueChainRunner.MaxParallel];
+        private volatile bool _armed;
+
+        public int NumQueues => inner.NumQueues;
+
+        public int MaxQueueSize => inner.MaxQueueSize;
+
+        public ulong Features => inner.Features;
+
+        public VhostUserProtocolFeatures ProtocolFeatures => inner.ProtocolFeatures;
+
+        public int ParallelRequestsPerQueue => inner.ParallelRequestsPerQueue;
+
+        public int SlotsSeen => _seen.Count(s => s);
+
+        public long AllocatedOnIoThreads
+        {
+            get
+            {
+                long total = 0;
+                for (int slot = 1; slot < _seen.Length; slot++)
+                {
+                    if (_seen[slot])
+                        total += _last[slot] - _first[slot];
+                }
+
+                return total;
+            }
+        }
+
+        public void Arm()
+        {
+            Array.Clear(_seen);
+            _armed = true;
+        }
+
+        public uint ProcessChain(int queueIndex, int slot, ref DescriptorChain chain, GuestMemory memory)
+        {
+            if (!_seen[slot])
+            {
+                _first[slot] = GC.GetAllocatedBytesForCurrentThread();
+                _seen[slot] = true;
+            }
+
+            uint written = inner.ProcessChain(queueIndex, slot, ref chain, memory);
+            // An in-memory request takes well under a microsecond; without some work the worker would finish each
+            // round before a woken I/O thread got to it, and the I/O threads would go unmeasured.
+            Thread.SpinWait(5000);
+            if (_armed)
+                _last[slot] = GC.GetAllocatedBytesForCurrentThread();
+            return written;
+        }
     }
 
     private static void Publish(BlkHarness h)
