@@ -36,6 +36,7 @@ public sealed partial class StorageService
         _state = state;
         RuntimeDirectory = options.RuntimeDirectory;
         Users = options.Users ?? new VolumeUserRegistry();
+        Exports = options.Exports ?? NoVolumeExports.Instance;
     }
 
     /// <summary>Directory of the export sockets.</summary>
@@ -43,6 +44,9 @@ public sealed partial class StorageService
 
     /// <summary>The registry consulted before delete, revert, stop and undefine.</summary>
     public IVolumeUsers Users { get; }
+
+    /// <summary>The volumes' exports (sockets and connected guests).</summary>
+    public IVolumeExports Exports { get; }
 
     /// <summary>What loading found wrong on disk: missing pool directories, missing or changed image files.</summary>
     public IReadOnlyList<StorageProblem> LoadProblems { get; private set; } = [];

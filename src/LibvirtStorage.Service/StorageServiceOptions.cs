@@ -11,4 +11,7 @@ public sealed record StorageServiceOptions
 
     /// <summary>Who uses which volume besides other volumes; null for an empty registry of its own.</summary>
     public IVolumeUsers? Users { get; init; }
+
+    /// <summary>The volumes' vhost-user-blk exports; null for none (every volume reports <see cref="ExportState.Stopped"/>).</summary>
+    public IVolumeExports? Exports { get; init; }
 }
