@@ -33,7 +33,8 @@ guest_setup() {
             [ -x "$backend" ] || die "build the back-end first: dotnet build -c Release src/lvstor-vhost-blk ($backend)";;
         qsd)
             command -v qemu-storage-daemon >/dev/null || die "qemu-storage-daemon not found (package qemu-system-common)";;
-        *) die "LVSTOR_SMOKE_BACKEND is qsd or lvstor, not '$backend_kind'";;
+        lvstord) service_setup;;
+        *) die "LVSTOR_SMOKE_BACKEND is qsd, lvstor or lvstord, not '$backend_kind'";;
     esac
     "$here/build-guest.sh" >/dev/null || die "build-guest.sh failed"
     work=$(mktemp -d "${TMPDIR:-/tmp}/lvstor-$prefix.XXXXXX")
@@ -127,6 +128,7 @@ guest_cleanup() {
     # run-guest.sh kills its QEMU on TERM
     if [ -n "$guest_pid" ]; then kill "$guest_pid" 2>/dev/null || true; wait "$guest_pid" 2>/dev/null || true; fi
     stop_backend TERM
+    service_cleanup
     if [ "${LVSTOR_SMOKE_KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
 }
 
@@ -168,4 +170,70 @@ guest_verdict() {
         2) log "HANG: $2"; exit 2;;
         *) die "guest task failed: $2";;
     esac
+}
+
+# --- lvstord as the back-end (the whole service on a private bus) ----------------------------------------
+# service_setup: checks the lvstord and lvstor builds (Release; LVSTORD / LVSTOR override the paths) and
+# dbus-daemon. start_service: a private dbus-daemon in $work/bus and lvstord on it with its state in
+# $work/state and sockets under $work/run; lv ARGS...: the lvstor CLI on that bus. stop_service [SIGNAL].
+lvstord_bin=${LVSTORD:-$root/src/lvstord/bin/Release/net10.0/lvstord}
+lvstor_bin=${LVSTOR:-$root/src/lvstor/bin/Release/net10.0/lvstor}
+bus_pid=
+service_pid=
+service_setup() {
+    [ -x "$lvstord_bin" ] || die "build lvstord first: dotnet build -c Release src/lvstord ($lvstord_bin)"
+    [ -x "$lvstor_bin" ] || die "build the CLI first: dotnet build -c Release src/lvstor ($lvstor_bin)"
+    command -v dbus-daemon >/dev/null || die "dbus-daemon not found (package dbus-daemon)"
+}
+
+start_service() {
+    local i=0
+    mkdir -p "$work/bus" "$work/state" "$work/run"
+    if [ -z "$bus_pid" ]; then
+        cat >"$work/bus/bus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>lvstor-guest-test</type>
+  <listen>unix:path=$work/bus/socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/> <allow own="*"/> <allow send_destination="*"/>
+    <allow send_type="*"/> <allow receive_type="*"/>
+  </policy>
+</busconfig>
+CONF
+        dbus-daemon --nofork --nopidfile --config-file="$work/bus/bus.conf" >/dev/null 2>"$work/bus/log" &
+        bus_pid=$!
+        while [ ! -S "$work/bus/socket" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        [ -S "$work/bus/socket" ] || die "dbus-daemon did not start: $(cat "$work/bus/log")"
+    fi
+    bus_address=unix:path=$work/bus/socket
+    # A config of our own: the embedded default, minus its default pool (nothing outside $work).
+    printf 'pools: []\nlogging: { level: information, format: simple }\n' >"$work/lvstord.yaml"
+    backend_instance=$((backend_instance + 1))
+    backend_log=$work/backend-$backend_instance.log
+    "$lvstord_bin" --config "$work/lvstord.yaml" --bus "$bus_address" --state-dir "$work/state" \
+        --runtime-dir "$work/run" </dev/null >"$backend_log" 2>&1 &
+    service_pid=$!
+    backend_pid=$service_pid   # so that guest_cleanup and stop_backend stop it too
+    i=0
+    until lv status >/dev/null 2>&1; do
+        kill -0 "$service_pid" 2>/dev/null || { cat "$backend_log" >&2; die "lvstord exited at start"; }
+        [ $i -lt 300 ] || { cat "$backend_log" >&2; die "lvstord did not answer on the bus within 30 s"; }
+        sleep 0.1
+        i=$((i + 1))
+    done
+    log "lvstord $backend_instance (pid $service_pid) on $bus_address"
+}
+
+lv() { "$lvstor_bin" --bus "$bus_address" "$@"; }
+
+stop_service() {
+    stop_backend "${1:-TERM}"
+    service_pid=
+}
+
+service_cleanup() {
+    if [ -n "$bus_pid" ]; then kill "$bus_pid" 2>/dev/null || true; wait "$bus_pid" 2>/dev/null || true; bus_pid=; fi
 }
