@@ -273,6 +273,92 @@ public sealed class ExportTests
     }
 
     [Fact]
+    public async Task A_full_clone_and_a_download_of_a_volume_in_use_pause_its_guest_and_copy_a_consistent_disk()
+    {
+        await using var h = new ExportHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("disk", "qcow2", 4 << 20));
+        string download = Path.Combine(h.Root, "download.raw");
+        using (VhostUserBlkFrontend guest = h.Connect("disk"))
+        {
+            h.WaitForState("disk", ExportState.Connected);
+            GuestIo.Write(guest.Queues[0], [(0, 0x31)], Chunk);
+            await h.Service.CloneVolumeAsync("p", "disk", "copy");
+            using (var destination = System.IO.File.OpenHandle(download, FileMode.Create, FileAccess.Write))
+            {
+                await h.Service.DownloadAsync("p", "disk", destination);
+            }
+
+            // The guest carries on, and the copies hold what it had written.
+            GuestIo.Write(guest.Queues[1], [(Chunk, 0x32)], Chunk);
+            GuestIo.Verify(guest.Queues[0], [(0, 0x31), (Chunk, 0x32)], Chunk);
+        }
+
+        Tool.QemuIo(download, "raw", $"read -P 0x31 0 {Chunk}", $"read -P 0 {Chunk} {Chunk}");
+        using (VhostUserBlkFrontend copy = h.Connect("copy", queues: 1))
+        {
+            GuestIo.Verify(copy.Queues[0], [(0, 0x31), (Chunk, 0)], Chunk);
+        }
+    }
+
+    [Fact]
+    public async Task Refresh_adopts_an_overlay_over_a_listening_volume_but_not_over_one_with_a_guest()
+    {
+        await using var h = new ExportHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("idle", "qcow2", Size));
+        h.Service.CreateVolume("p", new VolumeSpec("busy", "qcow2", Size));
+        Tool.QemuImg(h.PoolPath, "create", "-f", "qcow2", "-u", "-b", "idle", "-F", "qcow2", "idle-overlay", "64M");
+        Tool.QemuImg(h.PoolPath, "create", "-f", "qcow2", "-u", "-b", "busy", "-F", "qcow2", "busy-overlay", "64M");
+        using (VhostUserBlkFrontend guest = h.Connect("busy", queues: 1))
+        {
+            h.WaitForState("busy", ExportState.Connected);
+            RefreshReport report = h.Service.RefreshPool("p");
+            Assert.Equal(["idle-overlay"], report.Adopted);
+            StorageProblem problem = Assert.Single(report.Problems);
+            Assert.Equal("busy-overlay", problem.File);
+            Assert.Contains($"pid {Environment.ProcessId}", problem.Message, StringComparison.Ordinal);
+            Assert.True(System.IO.File.Exists(h.Socket("idle-overlay")));
+            Assert.False(System.IO.File.Exists(h.Socket("busy-overlay")));
+        }
+
+        using (VhostUserBlkFrontend idle = h.Connect("idle", queues: 1))
+        {
+            Assert.NotEqual(0ul, idle.Device.Features & VirtioBlkFRo);
+        }
+    }
+
+    [Fact]
+    public async Task A_read_only_guest_keeps_its_mode_until_it_disconnects_then_the_volume_is_writable()
+    {
+        await using var h = new ExportHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("base", "qcow2", Size));
+        await h.Service.CloneVolumeAsync("p", "base", "linked", linked: true);
+        using (VhostUserBlkFrontend guest = h.Connect("base", queues: 1))
+        {
+            h.WaitForState("base", ExportState.Connected);
+            Assert.NotEqual(0ul, guest.Device.Features & VirtioBlkFRo);
+            h.Service.DeleteVolume("p", "linked");
+            GuestIo.Verify(guest.Queues[0], [(0, 0)], Chunk);
+        }
+
+        Assert.True(SpinWait.SpinUntil(() =>
+        {
+            try
+            {
+                using VhostUserBlkFrontend again = h.Connect("base", queues: 1);
+                return (again.Device.Features & VirtioBlkFRo) == 0;
+            }
+            catch (IOException)
+            {
+                return false; // between the old and the new server
+            }
+            catch (SocketException)
+            {
+                return false;
+            }
+        }, 10_000), "the export did not become writable");
+    }
+
+    [Fact]
     public async Task After_a_restart_the_exports_come_back_at_the_same_paths_with_the_data_and_stale_sockets_are_replaced()
     {
         await using var h = new ExportHarness();
