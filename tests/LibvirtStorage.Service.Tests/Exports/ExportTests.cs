@@ -366,11 +366,16 @@ public sealed class ExportTests
         h.Service.CreateVolume("p", new VolumeSpec("killed", "raw", 1 << 20));
         using (VhostUserBlkFrontend guest = h.Connect("disk"))
         {
+            // The daemon stops under a connected guest (SIGTERM): the connection ends, the write is flushed.
             GuestIo.Write(guest.Queues[1], [(3 * Chunk, 0x3c)], Chunk);
+            h.WaitForState("disk", ExportState.Connected);
+            await h.Exports.DisposeAsync();
+            Assert.Equal(ExportState.Stopped, h.Exports.GetState(disk.Key));
+            Assert.Empty(h.Service.Users.GetUsers(disk.Key));
         }
 
-        await h.Exports.DisposeAsync();
         Assert.False(System.IO.File.Exists(disk.SocketPath), "a stopped daemon leaves no socket");
+        Tool.QemuIo(h.File("disk"), "qcow2", $"read -P 0x3c {3 * Chunk} {Chunk}");
 
         // A killed daemon leaves its socket file behind; nobody listens on it any more.
         // (.NET unlinks the path it bound when the socket is disposed, so bind elsewhere and move it into place.)
