@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace LibvirtStorage.Client;
 
 /// <summary>A job (clone, upload, download, wipe) as org.lvstor.Storage1.Job describes it.</summary>
@@ -28,5 +30,6 @@ public sealed record JobInfo(
     DateTimeOffset StartedAt)
 {
     /// <summary>True once the job has ended (completed, failed or cancelled).</summary>
+    [JsonIgnore]
     public bool IsFinished => State is not "running";
 }
