@@ -25,7 +25,8 @@ internal sealed class ServiceCommand(string name, string description) : Command(
         try
         {
             Func<StorageClient, Task<int>> body = prepare(r);
-            return RunAsync(r.GetValue(globals.Bus), body).GetAwaiter().GetResult();
+            // Off the caller's synchronization context: the command blocks until the async calls finish.
+            return Task.Run(() => RunAsync(r.GetValue(globals.Bus), body)).GetAwaiter().GetResult();
         }
         catch (CliUsageException e)
         {
