@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using LibvirtStorage.Client.Bus;
+using Microsoft.Win32.SafeHandles;
 
 namespace LibvirtStorage.Client;
 
@@ -74,7 +75,7 @@ public sealed partial class StorageClient
     /// <param name="length">Bytes to write; 0 = to the end of the volume.</param>
     /// <returns>The job's object path.</returns>
     public Task<string> UploadAsync(string volumePath, SafeHandle fd, ulong offset = 0, ulong length = 0) =>
-        Call(async () => (await Volume(volumePath).UploadAsync(fd, offset, length).ConfigureAwait(false)).ToString());
+        WithFd(fd, handle => Call(async () => (await Volume(volumePath).UploadAsync(handle, offset, length).ConfigureAwait(false)).ToString()));
 
     /// <summary>Starts a download job writing the volume to <paramref name="fd"/> (sparse into regular files). [admin]</summary>
     /// <param name="volumePath">The volume's object path.</param>
@@ -83,7 +84,35 @@ public sealed partial class StorageClient
     /// <param name="length">Bytes to read; 0 = to the end of the volume.</param>
     /// <returns>The job's object path.</returns>
     public Task<string> DownloadAsync(string volumePath, SafeHandle fd, ulong offset = 0, ulong length = 0) =>
-        Call(async () => (await Volume(volumePath).DownloadAsync(fd, offset, length).ConfigureAwait(false)).ToString());
+        WithFd(fd, handle => Call(async () => (await Volume(volumePath).DownloadAsync(handle, offset, length).ConfigureAwait(false)).ToString()));
+
+    /// <summary>
+    /// Tmds.DBus sends only concrete SafeHandle subclasses as 'h': any handle (a socket's too) is passed as a
+    /// non-owning SafeFileHandle over the same descriptor, kept alive until the call has been sent.
+    /// </summary>
+    private static async Task<string> WithFd(SafeHandle fd, Func<SafeFileHandle, Task<string>> call)
+    {
+        ArgumentNullException.ThrowIfNull(fd);
+        if (fd is SafeFileHandle file)
+        {
+            return await call(file).ConfigureAwait(false);
+        }
+
+        bool added = false;
+        fd.DangerousAddRef(ref added);
+        try
+        {
+            using var borrowed = new SafeFileHandle(fd.DangerousGetHandle(), ownsHandle: false);
+            return await call(borrowed).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (added)
+            {
+                fd.DangerousRelease();
+            }
+        }
+    }
 
     /// <summary>Starts a job writing zeroes over the whole volume. [admin]</summary>
     /// <param name="volumePath">The volume's object path.</param>

@@ -1,5 +1,5 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 using Tmds.DBus;
 
 // Tmds.DBus emits the proxy classes into a dynamic assembly; it must see these internal interfaces.
@@ -67,9 +67,9 @@ internal interface IVolume : IDBusObject
 
     Task<ObjectPath> CloneAsync(string target, string mode, string format);
 
-    Task<ObjectPath> UploadAsync(SafeHandle fd, ulong offset, ulong length);
+    Task<ObjectPath> UploadAsync(SafeFileHandle fd, ulong offset, ulong length);
 
-    Task<ObjectPath> DownloadAsync(SafeHandle fd, ulong offset, ulong length);
+    Task<ObjectPath> DownloadAsync(SafeFileHandle fd, ulong offset, ulong length);
 
     Task<ObjectPath> WipeAsync();
 
