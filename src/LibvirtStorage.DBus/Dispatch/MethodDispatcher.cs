@@ -70,7 +70,7 @@ internal sealed class MethodDispatcher(StorageBusServer server, ILogger logger) 
 
         BusObject target = FindObject(path) ?? (IsFolder(path)
             ? new BusObject(path, BusObjectKind.Manager, "", new Dictionary<string, BusValue>())
-            : throw BusError.UnknownObject($"no object at {path}; it may have been removed (list the manager's pools and jobs again)"));
+            : throw BusError.NotFound($"no pool, volume or job at {path}; it may have been removed (list the manager's pools and jobs again)"));
 
         if (iface is null or Interfaces.Properties && member is "Get" or "GetAll" or "Set")
         {
