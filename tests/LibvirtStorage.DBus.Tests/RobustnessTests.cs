@@ -48,6 +48,25 @@ public sealed class RobustnessTests(BusServerFixture fixture) : IClassFixture<Bu
     }
 
     [BusFact]
+    public async Task PipelinedCallsFromOneClientAreAnsweredInOrder()
+    {
+        // Sent back to back without waiting: each GetVolume must see the CreateVolume sent before it.
+        var creates = new List<Task<string>>();
+        var gets = new List<Task<string>>();
+        for (int i = 0; i < 10; i++)
+        {
+            string name = $"ordered-{i}";
+            creates.Add(fixture.CreateVolumeAsync(name));
+            gets.Add(fixture.CallPathAsync(BusServerFixture.PoolPath, "org.lvstor.Storage1.Pool", "GetVolume", "s", (ref MessageWriter w) => w.WriteString(name)));
+        }
+
+        for (int i = 0; i < 10; i++)
+        {
+            Assert.Equal(await creates[i], await gets[i]);
+        }
+    }
+
+    [BusFact]
     public async Task GarbageCallsGetErrorsAndTheServerStays()
     {
         var (code, _, error) = BusServerFixture.Run("busctl", "--address=" + fixture.Bus.Address, "call", StorageBusServer.BusName,
