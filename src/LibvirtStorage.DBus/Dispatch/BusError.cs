@@ -17,8 +17,6 @@ internal sealed class BusError(string name, string message) : Exception(message)
 
     public static BusError UnknownMethod(string message) => new("org.freedesktop.DBus.Error.UnknownMethod", message);
 
-    public static BusError UnknownObject(string message) => new("org.freedesktop.DBus.Error.UnknownObject", message);
-
     public static BusError UnknownInterface(string message) => new("org.freedesktop.DBus.Error.UnknownInterface", message);
 
     public static BusError UnknownProperty(string message) => new("org.freedesktop.DBus.Error.UnknownProperty", message);

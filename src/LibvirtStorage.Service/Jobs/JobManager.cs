@@ -76,6 +76,7 @@ public sealed class JobManager : IDisposable
         ArgumentNullException.ThrowIfNull(source);
         using var owned = new OwnedHandle(source);
         VolumeInfo info = _service.GetVolume(pool, volume);
+        CheckRange(info, offset, length);
         StorageJob job = Start(StorageJobType.Upload, info, "", length ?? Math.Max(0, info.Capacity - offset), job =>
             Close(_service.UploadAsync(pool, volume, source, offset, length, Progress(job), job.CancellationToken), source));
         owned.Release();
@@ -88,6 +89,7 @@ public sealed class JobManager : IDisposable
         ArgumentNullException.ThrowIfNull(destination);
         using var owned = new OwnedHandle(destination);
         VolumeInfo info = _service.GetVolume(pool, volume);
+        CheckRange(info, offset, length);
         StorageJob job = Start(StorageJobType.Download, info, "", length ?? Math.Max(0, info.Capacity - offset), job =>
             Close(_service.DownloadAsync(pool, volume, destination, offset, length, Progress(job), job.CancellationToken), destination));
         owned.Release();
@@ -197,6 +199,16 @@ public sealed class JobManager : IDisposable
         }
 
         Raise(job);
+    }
+
+    /// <summary>The service checks the range too, but only inside the job; a bad range should fail the call instead.</summary>
+    private static void CheckRange(VolumeInfo volume, long offset, long? length)
+    {
+        if (offset < 0 || offset > volume.Capacity || length < 0 || (length is { } l && l > volume.Capacity - offset))
+        {
+            throw new StorageServiceException(StorageErrorKind.Invalid,
+                $"range at offset {offset} length {length?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "(to the end)"} is outside volume '{volume.Name}' ({volume.Capacity} bytes)");
+        }
     }
 
     private static async Task<VolumeInfo?> Close<T>(Task<T> work, SafeFileHandle handle)
