@@ -94,7 +94,7 @@ public sealed class InterruptAndClientTests
         // Waiting on a job that already ended returns at once with its final state.
         Assert.Equal("completed", (await client.WaitForJobAsync(job, null, CancellationToken.None)).State);
 
-        // A clone onto an existing name fails: the client surfaces lvstord's error name and message.
+        // A clone onto an existing name is refused (at the call since lvstord checks before a job exists): lvstord's error name and message.
         var e = await Assert.ThrowsAsync<StorageClientException>(async () =>
             await client.WaitForJobAsync(await client.CloneVolumeAsync(volume, "v", linked: false), null, CancellationToken.None));
         Assert.Contains(e.Kind, new[] { StorageErrorKind.Exists, StorageErrorKind.Invalid });
