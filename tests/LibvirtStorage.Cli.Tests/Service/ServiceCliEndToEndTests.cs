@@ -63,6 +63,22 @@ public sealed class ServiceCliEndToEndTests
         Assert.Contains("p1", list, StringComparison.Ordinal);
         Assert.Contains("active", list, StringComparison.Ordinal);
 
+        // pool-refresh adopts a new image file and reports one whose backing file is missing.
+        ProcessRunner.QemuImg(dir, "create", "-q", "-f", "qcow2", "extra", "1M");
+        ProcessRunner.QemuImg(dir, "create", "-q", "-f", "qcow2", "-u", "-b", "gone", "-F", "raw", "orphan", "1M");
+        JsonElement refreshed = cli.Json("pool-refresh", "p1");
+        Assert.Equal(["extra"], refreshed.GetProperty("adopted").EnumerateArray().Select(x => x.GetString()!).ToArray());
+        Assert.Contains("orphan", refreshed.GetProperty("problems")[0].GetProperty("file").GetString(), StringComparison.Ordinal);
+        Assert.False(string.IsNullOrEmpty(refreshed.GetProperty("problems")[0].GetProperty("message").GetString()));
+        Assert.Contains("left alone", cli.Ok("pool-refresh", "p1"), StringComparison.Ordinal);
+        Assert.Equal("qcow2", cli.Json("vol-info", "extra", "--pool", "p1").GetProperty("format").GetString());
+
+        // A local file that cannot be opened: exit 1, the OS's message, no job.
+        var noFile = cli.Run("vol-upload", "extra", Path.Combine(dir, "..", "missing.img"), "--pool", "p1");
+        Assert.Equal(1, noFile.Code);
+        Assert.StartsWith("lvstor: error: ", noFile.Err, StringComparison.Ordinal);
+        Assert.Contains("missing.img", noFile.Err, StringComparison.Ordinal);
+
         Assert.True(cli.Json("pool-autostart", "p1").GetProperty("autostart").GetBoolean());
         Assert.False(cli.Json("pool-autostart", "p1", "--disable").GetProperty("autostart").GetBoolean());
 
@@ -72,6 +88,7 @@ public sealed class ServiceCliEndToEndTests
         Assert.StartsWith("lvstor: error: ", refused.Err, StringComparison.Ordinal);
 
         Assert.Equal("Pool p1 destroyed\n", cli.Ok("pool-destroy", "p1"));
+        Assert.Equal(6, cli.Run("vol-create-as", "p1", "late", "1M").Code); // pool not active: Invalid
         Assert.Equal("Pool p1 has been undefined\n", cli.Ok("pool-undefine", "p1"));
         Assert.Equal(0, cli.Json("pool-list", "--all").GetArrayLength());
         Assert.True(Directory.Exists(dir), "undefine leaves the directory");
