@@ -66,6 +66,7 @@ internal sealed class ServiceGlobals(CliContext context)
     public Option<string?> Bus { get; } = new("--bus")
     {
         Description = "D-Bus address of lvstord's bus (default: $LVSTOR_BUS_ADDRESS, else the system bus)",
+        HelpName = "ADDRESS",
         Recursive = true,
     };
 
