@@ -36,7 +36,19 @@ internal sealed class BusNameOwner : IAsyncDisposable
                     $"cannot connect to the D-Bus bus at {address}: {e.Message}; start dbus or set 'bus' in the configuration (or --bus)", e);
             }
 
-            if (!await connection.TryRequestNameAsync(name, RequestNameOptions.None).ConfigureAwait(false))
+            bool owned;
+            try
+            {
+                owned = await connection.TryRequestNameAsync(name, RequestNameOptions.None).ConfigureAwait(false);
+            }
+            catch (DBusErrorReplyException e) when (e.ErrorName == "org.freedesktop.DBus.Error.AccessDenied")
+            {
+                throw new DaemonStartException(ExitCodes.Unavailable,
+                    $"the bus at {address} does not let this user ({Environment.UserName}) own {name}: {e.ErrorMessage}; "
+                    + "run lvstord as root, or install packaging/dbus-1/system.d/org.lvstor.Storage1.conf", e);
+            }
+
+            if (!owned)
             {
                 throw new DaemonStartException(ExitCodes.Unavailable,
                     $"the name {name} is already owned on {address} (another lvstord?); stop that process first");
