@@ -1,0 +1,133 @@
+using LibvirtStorage.Service;
+using Microsoft.Win32.SafeHandles;
+using Tmds.DBus.Protocol;
+
+namespace LibvirtStorage.DBus;
+
+/// <summary>org.lvstor.Storage1.Volume on /org/lvstor/Storage1/pool/&lt;label&gt;/&lt;label&gt;.</summary>
+internal static class VolumeMethods
+{
+    private const string I = Interfaces.Volume;
+
+    public static readonly BusMethod[] All =
+    [
+        new(I, "Delete", "", Admin: true, call => Change(call, (s, v) => s.DeleteVolume(v.Pool, v.Volume))),
+        new(I, "Resize", "tb", Admin: true, Resize),
+        new(I, "CreateSnapshot", "s", Admin: true, CreateSnapshot),
+        new(I, "RevertToSnapshot", "sb", Admin: true, RevertToSnapshot),
+        new(I, "Clone", "sss", Admin: true, Clone),
+        new(I, "Upload", "htt", Admin: true, call => Transfer(call, upload: true)),
+        new(I, "Download", "htt", Admin: true, call => Transfer(call, upload: false)),
+        new(I, "Wipe", "", Admin: true, call => StartJob(call, jobs => jobs.StartWipe(call.Target.Pool, call.Target.Volume))),
+    ];
+
+    private static Task Change(BusCall call, Action<StorageService, BusObject> change)
+    {
+        change(call.Server.Service, call.Target);
+        call.Server.Resync();
+        call.ReplyEmpty();
+        return Task.CompletedTask;
+    }
+
+    private static Task Resize(BusCall call)
+    {
+        Reader reader = call.Request.GetBodyReader();
+        long capacity = BusCall.ToSize(reader.ReadUInt64(), "capacity");
+        bool allowShrink = reader.ReadBool();
+        return Change(call, (s, v) => s.ResizeVolume(v.Pool, v.Volume, capacity, allowShrink));
+    }
+
+    private static Task CreateSnapshot(BusCall call)
+    {
+        string name = call.Request.GetBodyReader().ReadString();
+        return Change(call, (s, v) => s.CreateSnapshot(v.Pool, v.Volume, name));
+    }
+
+    private static Task RevertToSnapshot(BusCall call)
+    {
+        Reader reader = call.Request.GetBodyReader();
+        string name = reader.ReadString();
+        bool discardNewer = reader.ReadBool();
+        return Change(call, (s, v) => s.RevertToSnapshot(v.Pool, v.Volume, name, discardNewer));
+    }
+
+    private static Task Clone(BusCall call)
+    {
+        Reader reader = call.Request.GetBodyReader();
+        string target = reader.ReadString();
+        string mode = reader.ReadString();
+        string format = reader.ReadString();
+        bool linked = mode switch
+        {
+            "full" => false,
+            "linked" => true,
+            _ => throw BusError.Invalid($"clone mode '{mode}' is not known; use 'full' (an independent copy) or 'linked' (an overlay over this volume)"),
+        };
+        return StartJob(call, jobs => jobs.StartClone(call.Target.Pool, call.Target.Volume, target, format.Length == 0 ? null : format, linked));
+    }
+
+    private static Task Transfer(BusCall call, bool upload)
+    {
+        Reader reader = call.Request.GetBodyReader();
+        SafeFileHandle? fd = reader.ReadHandle<SafeFileHandle>();
+        ulong offset = reader.ReadUInt64();
+        ulong length = reader.ReadUInt64();
+        if (fd is null || fd.IsInvalid)
+        {
+            fd?.Dispose();
+            throw BusError.Invalid("the call carried no usable file descriptor; pass an open fd (file, pipe or socket)");
+        }
+
+        try
+        {
+            long start = BusCall.ToSize(offset, "offset");
+            long? count = length == 0 ? null : BusCall.ToSize(length, "length");
+            (string pool, string volume) = (call.Target.Pool, call.Target.Volume);
+            return StartJob(call, jobs => upload ? jobs.StartUpload(pool, volume, fd, start, count) : jobs.StartDownload(pool, volume, fd, start, count));
+        }
+        catch
+        {
+            // The job manager closes the fd when it takes it (and on its own errors); this covers our checks.
+            fd.Dispose();
+            throw;
+        }
+    }
+
+    private static Task StartJob(BusCall call, Func<JobManager, StorageJob> start)
+    {
+        StorageJob job = start(call.Server.Jobs);
+        call.Server.Resync();
+        call.ReplyObjectPath(ObjectPaths.Job(job.Id));
+        return Task.CompletedTask;
+    }
+}
+
+/// <summary>org.lvstor.Storage1.Job on /org/lvstor/Storage1/job/&lt;id&gt;.</summary>
+internal static class JobMethods
+{
+    public static readonly BusMethod[] All =
+    [
+        new(Interfaces.Job, "Cancel", "", Admin: true, Cancel),
+    ];
+
+    private static async Task Cancel(BusCall call)
+    {
+        StorageJob job = call.Server.Jobs.Find(call.Target.JobId)
+            ?? throw BusError.NotFound($"job {call.Target.JobId} is gone (finished jobs are kept for {call.Server.Options.JobRetention.TotalSeconds:0} s)");
+        if (job.Cancel())
+        {
+            // Usually the job ends at its next chunk, so its state is final when the call returns; a transfer
+            // blocked on a silent pipe ends when the pipe moves, and the caller learns it from Completed.
+            try
+            {
+                await job.Completion.WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+            }
+        }
+
+        call.Server.Resync();
+        call.ReplyEmpty();
+    }
+}
