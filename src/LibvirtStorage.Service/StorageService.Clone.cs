@@ -45,24 +45,40 @@ public sealed partial class StorageService
 
         ImageFormat newFormat = linked ? ImageFormat.Qcow2 : targetFormat ?? source.Format;
         string what = $"cannot clone volume '{sourceName}' to '{targetName}'";
-        if (linked)
-        {
-            var options = new ImageCreateOptions { Format = ImageFormat.Qcow2, BackingFile = source.File, BackingFormat = source.Format };
-            CreateFileAtomically(pool, targetName, what, path => ImageOpener.Create(path, options));
-        }
-        else
-        {
-            var report = progress is null ? null : new FractionProgress(progress, "clone", sourceName);
-            await Task.Run(() => CreateFileAtomically(pool, targetName, what, path =>
-            {
-                using IBlockImage input = ImageOpener.Open(pool.FullPath(source.File), new ImageOpenOptions { ReadOnly = true, Format = source.Format });
-                ImageConvert.Run(input, path, new ImageCreateOptions { Format = newFormat }, progress: report, cancellationToken: cancellationToken);
-            }), CancellationToken.None).ConfigureAwait(false);
-        }
-
         var volume = new VolumeState(Guid.NewGuid(), targetName, targetName, newFormat,
             linked ? source.File : null, linked ? source.Format : null, [], 1, DateTimeOffset.UtcNow);
-        CommitNewVolume(poolName, volume);
+        try
+        {
+            if (linked)
+            {
+                // The source's export is closed while the overlay is made, and reopened read-only (it now backs the clone).
+                var options = new ImageCreateOptions { Format = ImageFormat.Qcow2, BackingFile = source.File, BackingFormat = source.Format };
+                using (Exports.Quiesce(source.Key))
+                {
+                    CreateFileAtomically(pool, targetName, what, path => ImageOpener.Create(path, options));
+                    CommitNewVolume(poolName, volume);
+                }
+            }
+            else
+            {
+                var report = progress is null ? null : new FractionProgress(progress, "clone", sourceName);
+                await Task.Run(() =>
+                {
+                    using IDisposable quiesced = QuiesceForReading(pool, source);
+                    CreateFileAtomically(pool, targetName, what, path =>
+                    {
+                        using IBlockImage input = ImageOpener.Open(pool.FullPath(source.File), new ImageOpenOptions { ReadOnly = true, Format = source.Format });
+                        ImageConvert.Run(input, path, new ImageCreateOptions { Format = newFormat }, progress: report, cancellationToken: cancellationToken);
+                    });
+                }, CancellationToken.None).ConfigureAwait(false);
+                CommitNewVolume(poolName, volume);
+            }
+        }
+        finally
+        {
+            Exports.Sync(poolName);
+        }
+
         return GetVolume(poolName, targetName);
     }
 

@@ -92,6 +92,7 @@ public sealed partial class StorageService
             started = pool with { Active = true };
             return state.WithPool(started);
         });
+        Exports.Sync(name);
         return ToInfo(started!);
     }
 
@@ -117,6 +118,7 @@ public sealed partial class StorageService
             stopped = pool with { Active = false };
             return state.WithPool(stopped);
         });
+        Exports.Sync(name); // closes the sockets: no guest is connected (refused above)
         return ToInfo(stopped!);
     }
 

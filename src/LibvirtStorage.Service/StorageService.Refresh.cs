@@ -64,6 +64,7 @@ public sealed partial class StorageService
 
                 return state.WithPool(current);
             });
+            Exports.Sync(name); // new sockets, and read-only exports for volumes that now back an adopted file
         }
 
         return new RefreshReport(adopted.Select(v => v.Name).ToList(), problems);
@@ -84,6 +85,15 @@ public sealed partial class StorageService
             {
                 refused.Add(file);
                 problems.Add(new StorageProblem(name, file, $"file {file} was not adopted: its backing file {found.BackingName} was not adopted"));
+                return false;
+            }
+
+            // Adopting it would make the backing volume read-only under a guest that writes it.
+            if (found.BackingName is not null && pool.Volumes.FirstOrDefault(v => v.File == found.BackingName) is { } owner
+                && Exports.GetState(owner.Key) == ExportState.Connected)
+            {
+                refused.Add(file);
+                problems.Add(new StorageProblem(name, file, $"file {file} was not adopted: its backing volume '{owner.Name}' is in use by {string.Join(", ", Users.GetUsers(owner.Key))} and writes it; adopt it after the guest disconnects"));
                 return false;
             }
 
@@ -133,7 +143,8 @@ public sealed partial class StorageService
         string poolDirectory = RealDirectory(pool.Path);
         try
         {
-            using IBlockImage top = ImageOpener.Open(pool.FullPath(file), new ImageOpenOptions { ReadOnly = true });
+            // Without locks: a backing file may be a volume that an export holds read-write, and probing reads only headers.
+            using IBlockImage top = ImageOpener.Open(pool.FullPath(file), new ImageOpenOptions { ReadOnly = true, Lock = false });
             for (IBlockImage? layer = top.Backing; layer is not null; layer = layer.Backing)
             {
                 string? directory = Path.GetDirectoryName(Path.GetFullPath(layer.Path));

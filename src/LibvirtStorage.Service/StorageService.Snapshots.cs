@@ -24,22 +24,28 @@ public sealed partial class StorageService
                 ThrowHelper.Exists($"volume '{volumeName}' already has a snapshot named '{snapshotName}'; choose another name");
             }
 
-            // An export writes the top image in place; switching it under a live export comes with the export slice.
-            RefuseIfUsed(pool, volume, "snapshot", [volume.File]);
+            // A connected guest is fine: its export is switched to the new overlay between two requests. Other
+            // volumes backing onto the top, and users other than guests (jobs), are not.
+            RefuseIfUsed(pool, volume, "snapshot", [volume.File], except: "guest");
             s.AddVolume(pool, volume);
         });
 
         (string overlay, int next) = NewLayerName(pool, volume);
         var options = new ImageCreateOptions { Format = ImageFormat.Qcow2, BackingFile = volume.File, BackingFormat = volume.Format };
-        CreateLayer(pool, overlay, $"cannot snapshot volume '{volumeName}'", options);
         var snapshot = new SnapshotState(snapshotName, volume.File, volume.Format, DateTimeOffset.UtcNow);
-        CommitLayerChange(pool, overlay, volume with
+        using (Exports.Quiesce(volume.Key))
         {
-            File = overlay,
-            Format = ImageFormat.Qcow2,
-            Snapshots = [.. volume.Snapshots, snapshot],
-            NextLayer = next + 1,
-        });
+            // Requests in flight have finished and the top is flushed and closed; new ones wait for the overlay.
+            CreateLayer(pool, overlay, $"cannot snapshot volume '{volumeName}'", options);
+            CommitLayerChange(pool, overlay, volume with
+            {
+                File = overlay,
+                Format = ImageFormat.Qcow2,
+                Snapshots = [.. volume.Snapshots, snapshot],
+                NextLayer = next + 1,
+            });
+        }
+
         return new SnapshotInfo(snapshot.Name, snapshot.Created, snapshot.Format, pool.FullPath(snapshot.File));
     }
 
@@ -84,14 +90,17 @@ public sealed partial class StorageService
         SnapshotState target = volume.Snapshots[index];
         (string overlay, int next) = NewLayerName(pool, volume);
         var options = new ImageCreateOptions { Format = ImageFormat.Qcow2, BackingFile = target.File, BackingFormat = target.Format };
-        CreateLayer(pool, overlay, $"cannot revert volume '{volumeName}' to '{snapshotName}'", options);
-        CommitLayerChange(pool, overlay, volume with
+        using (QuiesceUnused(pool, volume, "revert"))
         {
-            File = overlay,
-            Format = ImageFormat.Qcow2,
-            Snapshots = volume.Snapshots.Take(index + 1).ToList(),
-            NextLayer = next + 1,
-        });
+            CreateLayer(pool, overlay, $"cannot revert volume '{volumeName}' to '{snapshotName}'", options);
+            CommitLayerChange(pool, overlay, volume with
+            {
+                File = overlay,
+                Format = ImageFormat.Qcow2,
+                Snapshots = volume.Snapshots.Take(index + 1).ToList(),
+                NextLayer = next + 1,
+            });
+        }
 
         // Committed: the old top and the discarded layers belong to nothing now. They are hidden files, so one
         // that cannot be removed stays out of the way (refresh skips hidden files).

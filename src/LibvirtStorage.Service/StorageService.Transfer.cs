@@ -34,6 +34,7 @@ public sealed partial class StorageService
         {
             using (scope)
             {
+                using IDisposable quiesced = QuiesceForReading(pool, volume);
                 return ThrowHelper.Translate($"cannot download volume '{volumeName}'", () =>
                 {
                     using IBlockImage image = ImageOpener.Open(pool.FullPath(volume.File), new ImageOpenOptions { ReadOnly = true, Format = volume.Format });
@@ -65,6 +66,7 @@ public sealed partial class StorageService
         {
             using (scope)
             {
+                using IDisposable quiesced = QuiesceUnused(pool, volume, "upload to");
                 return ThrowHelper.Translate($"cannot upload to volume '{volumeName}'", () =>
                 {
                     using IBlockImage image = ImageOpener.Open(pool.FullPath(volume.File), new ImageOpenOptions { Format = volume.Format });
@@ -85,6 +87,7 @@ public sealed partial class StorageService
         {
             using (scope)
             {
+                using IDisposable quiesced = QuiesceUnused(pool, volume, "wipe");
                 ThrowHelper.Translate($"cannot wipe volume '{volumeName}'", () =>
                 {
                     using IBlockImage image = ImageOpener.Open(pool.FullPath(volume.File), new ImageOpenOptions { Format = volume.Format });
@@ -115,6 +118,7 @@ public sealed partial class StorageService
             if (writes)
             {
                 RefuseIfReadOnly(pool, volume, operation);
+                RefuseIfGuest(pool, volume, operation);
             }
 
             s.AddVolume(pool, volume);

@@ -58,9 +58,22 @@ public sealed partial class StorageService
             BackingFile = backing?.File,
             BackingFormat = backing?.Format,
         };
-        CreateFileAtomically(pool, spec.Name, $"cannot create volume '{spec.Name}'", path => ImageOpener.Create(path, options));
         var volume = new VolumeState(Guid.NewGuid(), spec.Name, spec.Name, format, backing?.File, backing?.Format, [], 1, DateTimeOffset.UtcNow);
-        CommitNewVolume(poolName, volume);
+        try
+        {
+            // The backing volume's export holds its file read-write: it is closed while the overlay is made over it,
+            // and reopened read-only (the volume now backs another).
+            using (backing is null ? null : Exports.Quiesce(backing.Key))
+            {
+                CreateFileAtomically(pool, spec.Name, $"cannot create volume '{spec.Name}'", path => ImageOpener.Create(path, options));
+                CommitNewVolume(poolName, volume);
+            }
+        }
+        finally
+        {
+            Exports.Sync(poolName);
+        }
+
         return GetVolume(poolName, spec.Name);
     }
 
@@ -77,8 +90,14 @@ public sealed partial class StorageService
             s.AddVolume(pool, volume);
         }))
         {
-            Commit(state => state.WithPool(RequirePool(state, poolName).WithoutVolume(volume.Key)));
+            // Removing the volume from the inventory while its export is quiesced closes the export: the socket goes.
+            using (QuiesceUnused(pool, volume, "delete"))
+            {
+                Commit(state => state.WithPool(RequirePool(state, poolName).WithoutVolume(volume.Key)));
+            }
         }
+
+        Exports.Sync(poolName); // a volume it backed onto may be writable again
 
         // The inventory no longer has the volume; files that cannot be removed are named so they can be removed by hand.
         var left = new List<string>();
@@ -117,12 +136,19 @@ public sealed partial class StorageService
             s.AddVolume(pool, volume);
         }))
         {
+            // The export is quiesced around the resize; reopening it announces a larger size to a connected guest.
+            using IDisposable quiesced = Exports.Quiesce(volume.Key);
             ThrowHelper.Translate($"cannot resize volume '{volumeName}'", () =>
             {
                 using IBlockImage image = ImageOpener.Open(pool.FullPath(volume.File), new ImageOpenOptions());
                 if (newSize < image.VirtualSize && !allowShrink)
                 {
                     ThrowHelper.Invalid($"volume '{volumeName}' is {image.VirtualSize} bytes; shrinking it to {newSize} discards its tail, so ask for it explicitly (allow shrink)");
+                }
+
+                if (newSize < image.VirtualSize && Exports.GetState(volume.Key) == ExportState.Connected)
+                {
+                    ThrowHelper.InUse($"cannot shrink volume '{volumeName}' in pool '{poolName}': it is in use by {string.Join(", ", Users.GetUsers(volume.Key))}, and a running guest cannot lose the end of its disk; grow it instead, or shrink it after the guest disconnects");
                 }
 
                 if (newSize != image.VirtualSize)

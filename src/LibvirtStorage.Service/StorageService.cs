@@ -28,6 +28,7 @@ public sealed partial class StorageService
     private readonly Dictionary<Guid, string> _busyVolumes = [];
     private readonly Dictionary<string, string> _busyPools = new(StringComparer.Ordinal);
     private readonly HashSet<(string Pool, string Volume)> _reservedNames = [];
+    private readonly VolumeUserRegistry _registry;
     private InventoryState _state;
 
     private StorageService(StorageServiceOptions options, StateStore store, InventoryState state)
@@ -35,14 +36,18 @@ public sealed partial class StorageService
         _store = store;
         _state = state;
         RuntimeDirectory = options.RuntimeDirectory;
-        Users = options.Users ?? new VolumeUserRegistry();
+        _registry = options.Users as VolumeUserRegistry ?? new VolumeUserRegistry();
+        Users = options.Users is null or VolumeUserRegistry ? _registry : new CombinedUsers(options.Users, _registry);
         Exports = options.Exports ?? NoVolumeExports.Instance;
     }
 
     /// <summary>Directory of the export sockets.</summary>
     public string RuntimeDirectory { get; }
 
-    /// <summary>The registry consulted before delete, revert, stop and undefine.</summary>
+    /// <summary>
+    /// The registry consulted before delete, revert, stop and undefine; connected guests of the exports are in it
+    /// (as <c>guest pid N (comm) on &lt;socket&gt;</c>).
+    /// </summary>
     public IVolumeUsers Users { get; }
 
     /// <summary>The volumes' exports (sockets and connected guests).</summary>
@@ -56,7 +61,8 @@ public sealed partial class StorageService
 
     /// <summary>
     /// Loads the inventory from <see cref="StorageServiceOptions.StateDirectory"/> (an absent file is an empty
-    /// inventory), starts active and autostart pools whose directory exists, and re-probes their image chains.
+    /// inventory), starts active and autostart pools whose directory exists, re-probes their image chains, and
+    /// attaches <see cref="StorageServiceOptions.Exports"/>, which opens the exports of the active pools.
     /// </summary>
     /// <exception cref="StorageServiceException">Corrupt: the state file is damaged (the message names it).</exception>
     public static StorageService Open(StorageServiceOptions? options = null)
@@ -86,6 +92,7 @@ public sealed partial class StorageService
 
         var service = new StorageService(options, store, state with { Pools = pools });
         service.LoadProblems = problems;
+        service.Exports.Attach(new ExportHost(service));
         return service;
     }
 
@@ -213,24 +220,27 @@ public sealed partial class StorageService
             $"no volume named '{volumeName}' in pool '{pool.Name}'; refresh the pool if the file was added by hand");
 
     /// <summary>Who uses any of <paramref name="files"/> of <paramref name="volume"/>: other volumes (as backing) and registered users.</summary>
-    private List<string> UsersOf(PoolState pool, VolumeState volume, IEnumerable<string>? files = null)
+    private List<string> UsersOf(PoolState pool, VolumeState volume, IEnumerable<string>? files = null, string? except = null)
     {
         var owned = (files ?? volume.Files()).ToHashSet(StringComparer.Ordinal);
         var users = pool.Volumes
             .Where(v => v.Key != volume.Key && v.BackingFile is not null && owned.Contains(v.BackingFile))
             .Select(v => $"volume '{v.Name}' (uses it as backing)")
             .ToList();
-        users.AddRange(Users.GetUsers(volume.Key).Select(u => u.ToString()));
+        users.AddRange(Users.GetUsers(volume.Key).Where(u => u.Kind != except).Select(u => u.ToString()));
         return users;
     }
 
     private static bool IsBackingOfOthers(PoolState pool, VolumeState volume) =>
         pool.Volumes.Any(v => v.Key != volume.Key && v.BackingFile == volume.File);
 
-    /// <summary>Throws InUse naming the users of <paramref name="volume"/>'s files, when there are any.</summary>
-    private void RefuseIfUsed(PoolState pool, VolumeState volume, string operation, IEnumerable<string>? files = null)
+    /// <summary>
+    /// Throws InUse naming the users of <paramref name="volume"/>'s files, when there are any; registered users of
+    /// kind <paramref name="except"/> are allowed.
+    /// </summary>
+    private void RefuseIfUsed(PoolState pool, VolumeState volume, string operation, IEnumerable<string>? files = null, string? except = null)
     {
-        List<string> users = UsersOf(pool, volume, files);
+        List<string> users = UsersOf(pool, volume, files, except);
         if (users.Count > 0)
         {
             ThrowHelper.InUse($"cannot {operation} volume '{volume.Name}' in pool '{pool.Name}': it is in use by {string.Join(", ", users)}; remove or stop those users first");

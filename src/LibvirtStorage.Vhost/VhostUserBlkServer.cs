@@ -35,6 +35,12 @@ public sealed record VhostUserBlkOptions
     public UnixFileMode SocketMode { get; init; } = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
     /// <summary>
+    /// Owner (uid) and group (gid) given to the socket file before it appears at its path; null leaves the
+    /// process's own. Changing them needs the privileges chown(2) asks for.
+    /// </summary>
+    public (int? UserId, int? GroupId) SocketOwner { get; init; }
+
+    /// <summary>
     /// Accept guest memory the front-end could still truncate (memory-backend-file, or memfd with seal=off).
     /// Off by default: a truncated region raises SIGBUS in the back-end, which ends every export of the process.
     /// </summary>
@@ -54,6 +60,13 @@ public sealed record VhostUserBlkOptions
     /// </summary>
     public TimeSpan BackendAckTimeout { get; init; } = VhostUserRequestDispatcher.DefaultBackendAckTimeout;
 }
+
+/// <summary>A front-end connection of a <see cref="VhostUserBlkServer"/>, with the peer's credentials (SO_PEERCRED).</summary>
+/// <param name="Number">The connection's number (1 for the first front-end served).</param>
+/// <param name="ProcessId">The front-end's process id as of its connect, or null when unknown.</param>
+/// <param name="UserId">The front-end's user id, or null when unknown.</param>
+/// <param name="GroupId">The front-end's group id, or null when unknown.</param>
+public sealed record VhostUserFrontendInfo(int Number, int? ProcessId, int? UserId, int? GroupId);
 
 /// <summary>
 /// The public entry of the vhost-user-blk back-end: serves one <see cref="IBlockDevice"/> to one front-end (QEMU)
@@ -116,6 +129,15 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         _announcedCapacity = device.Capacity;
     }
 
+    /// <summary>
+    /// Raised on the connection's thread when a front-end is accepted for service (refused second front-ends are
+    /// not reported). Subscribe before <see cref="Start"/>. A handler must not throw or block for long.
+    /// </summary>
+    public event Action<VhostUserFrontendInfo>? FrontendConnected;
+
+    /// <summary>Raised on the connection's thread after a served front-end's connection has ended and been torn down.</summary>
+    public event Action<VhostUserFrontendInfo>? FrontendDisconnected;
+
     /// <summary>The socket path, or null when serving a connected fd.</summary>
     public string? SocketPath => _listener?.Path;
 
@@ -173,7 +195,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(logger);
-        VhostUserListener listener = VhostUserListener.Create(socketPath, options.SocketMode);
+        VhostUserListener listener = VhostUserListener.Create(socketPath, options.SocketMode, owner: options.SocketOwner);
         try
         {
             return new VhostUserBlkServer(device, options, logger, listener, null);
@@ -316,16 +338,20 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
         }
 
         _activeBackend = backend; // callers hold _gate
-        var thread = new Thread(() => Serve(backend, number)) { IsBackground = true, Name = $"vhost-user-blk connection {number}" };
+        var credentials = UnixSocket.PeerCredentials(socket);
+        var info = new VhostUserFrontendInfo(number, credentials?.Pid, credentials?.Uid, credentials?.Gid);
+        var thread = new Thread(() => Serve(backend, info)) { IsBackground = true, Name = $"vhost-user-blk connection {number}" };
         thread.Start();
         return thread;
     }
 
-    private void Serve(VhostUserBackend backend, int number)
+    private void Serve(VhostUserBackend backend, VhostUserFrontendInfo info)
     {
+        int number = info.Number;
         VhostUserBlkServerLog.FrontendConnected(_logger, number);
         try
         {
+            FrontendConnected?.Invoke(info);
             backend.Run(_stop.Token);
         }
         catch (Exception e)
@@ -339,6 +365,7 @@ public sealed class VhostUserBlkServer : IAsyncDisposable, IDisposable
             backend.Dispose();
             lock (_gate)
                 _active = null;
+            FrontendDisconnected?.Invoke(info);
         }
     }
 

@@ -1,4 +1,5 @@
 using LibvirtStorage.Images;
+using LibvirtStorage.Service;
 
 namespace LibvirtStorage.VhostBlk;
 

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using LibvirtStorage.Service;
 using LibvirtStorage.Vhost;
 using Microsoft.Extensions.Logging;
 

@@ -1,4 +1,5 @@
 using LibvirtStorage.Images;
+using LibvirtStorage.Service;
 using LibvirtStorage.Vhost;
 using Microsoft.Extensions.Logging;
 

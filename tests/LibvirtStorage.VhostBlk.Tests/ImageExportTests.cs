@@ -1,5 +1,6 @@
 using System.Text;
 using LibvirtStorage.Images;
+using LibvirtStorage.Service;
 using LibvirtStorage.Vhost;
 using LibvirtStorage.Vhost.Blk;
 using LibvirtStorage.Vhost.Tests.Backend;

@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using LibvirtStorage.Images;
+using LibvirtStorage.Service;
 using LibvirtStorage.Vhost;
 using LibvirtStorage.Vhost.Blk;
 using LibvirtStorage.Vhost.Tests.Backend;

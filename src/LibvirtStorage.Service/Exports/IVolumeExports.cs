@@ -15,8 +15,35 @@ public enum ExportState
 /// The vhost-user-blk exports of the volumes, as the service and its adapters see them. The service calls
 /// the implementation around changes to a volume's chain; adapters read states and follow changes.
 /// </summary>
+/// <remarks>
+/// The service's side of the contract: <see cref="Attach"/> once when it opens; any file work on a volume's chain
+/// (or on a file an export holds) inside <c>using (exports.Quiesce(key))</c>, committed to the inventory before the
+/// quiesce is disposed, so the export reopens the new chain; <see cref="Sync"/> after a pool's set of volumes or
+/// its state changed.
+/// </remarks>
 public interface IVolumeExports
 {
+    /// <summary>
+    /// Connects the exports to their service (called once by <see cref="StorageService.Open"/>) and opens the
+    /// exports of every active pool.
+    /// </summary>
+    void Attach(IVolumeExportHost host);
+
+    /// <summary>
+    /// Holds the volume's export still: new guest requests wait, requests in flight finish, the image is flushed
+    /// and closed (so its files and locks are free). Disposing the result reopens the volume's chain as the host
+    /// now describes it (or closes the export when the volume is gone) and lets the guest's requests run again.
+    /// For a volume without an export the result does nothing.
+    /// </summary>
+    IDisposable Quiesce(Guid volumeKey);
+
+    /// <summary>
+    /// Makes the exports of pool <paramref name="poolName"/> match the host: a socket for every volume of an active
+    /// pool, none for a stopped or undefined pool or a deleted volume, and a reopened chain where a volume's top file,
+    /// format or read-only state changed.
+    /// </summary>
+    void Sync(string poolName);
+
     /// <summary>The export state of the volume with key <paramref name="volumeKey"/>.</summary>
     ExportState GetState(Guid volumeKey);
 
@@ -32,6 +59,28 @@ public sealed class NoVolumeExports : IVolumeExports
 
     /// <inheritdoc/>
     public ExportState GetState(Guid volumeKey) => ExportState.Stopped;
+
+    /// <inheritdoc/>
+    public void Attach(IVolumeExportHost host)
+    {
+    }
+
+    /// <inheritdoc/>
+    public IDisposable Quiesce(Guid volumeKey) => NoQuiesce.Instance;
+
+    /// <inheritdoc/>
+    public void Sync(string poolName)
+    {
+    }
+
+    private sealed class NoQuiesce : IDisposable
+    {
+        public static readonly NoQuiesce Instance = new();
+
+        public void Dispose()
+        {
+        }
+    }
 
     /// <inheritdoc/>
     public event Action<Guid>? StateChanged

@@ -261,6 +261,38 @@ internal static unsafe partial class UnixSocket
         }
     }
 
+    private const int SO_PEERCRED = 17;
+
+    /// <summary>
+    /// The process id, user id and group id of the peer of a connected AF_UNIX socket (SO_PEERCRED: as of the
+    /// peer's connect), or null when the kernel does not say.
+    /// </summary>
+    public static (int Pid, int Uid, int Gid)? PeerCredentials(SafeHandle socket)
+    {
+        bool added = false;
+        try
+        {
+            socket.DangerousAddRef(ref added);
+            int* cred = stackalloc int[3]; // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+            uint length = 3 * sizeof(int);
+            if (getsockopt((int)socket.DangerousGetHandle(), SOL_SOCKET, SO_PEERCRED, cred, &length) != 0 || length < 3 * sizeof(int))
+                return null;
+            return (cred[0], cred[1], cred[2]);
+        }
+        finally
+        {
+            if (added)
+                socket.DangerousRelease();
+        }
+    }
+
+    /// <summary>chown(2) of a path (-1 keeps that id); failures throw <see cref="IOException"/> naming the path and errno.</summary>
+    public static void ChangeOwner(string path, int userId, int groupId)
+    {
+        if (chown(path, userId, groupId) != 0)
+            throw new IOException($"cannot change the owner of {path} to {userId}:{groupId}: errno {Marshal.GetLastPInvokeError()}");
+    }
+
     /// <summary>Closes a raw fd that no SafeHandle owns (extra received fds).</summary>
     public static void Close(int fd) => close(fd);
 
@@ -281,4 +313,10 @@ internal static unsafe partial class UnixSocket
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int close(int fd);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int chown(string path, int owner, int group);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int getsockopt(int fd, int level, int name, void* value, uint* length);
 }

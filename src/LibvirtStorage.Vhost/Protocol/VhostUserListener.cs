@@ -24,9 +24,10 @@ internal sealed class VhostUserListener : IDisposable
 
     /// <summary>
     /// Creates the socket at <paramref name="path"/> with <paramref name="mode"/>. A stale socket left by a previous
-    /// run is replaced only when nobody answers on it; any other existing file is an error, never deleted.
+    /// run is replaced only when nobody answers on it; any other existing file is an error, never deleted. A given
+    /// <paramref name="owner"/> is applied (chown) before the socket appears at its path.
     /// </summary>
-    public static VhostUserListener Create(string path, UnixFileMode mode, int backlog = 1)
+    public static VhostUserListener Create(string path, UnixFileMode mode, int backlog = 1, (int? UserId, int? GroupId) owner = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!OperatingSystem.IsLinux())
@@ -38,6 +39,8 @@ internal sealed class VhostUserListener : IDisposable
         {
             socket.Bind(new UnixDomainSocketEndPoint(bindPath));
             File.SetUnixFileMode(bindPath, mode);
+            if (owner.UserId is not null || owner.GroupId is not null)
+                UnixSocket.ChangeOwner(bindPath, owner.UserId ?? -1, owner.GroupId ?? -1);
             socket.Listen(backlog);
             if (bindPath != path)
                 File.Move(bindPath, path, overwrite: true); // rename(2): atomic in one folder

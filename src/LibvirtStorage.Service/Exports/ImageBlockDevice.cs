@@ -1,13 +1,14 @@
 using LibvirtStorage.Images;
 using LibvirtStorage.Vhost;
 
-namespace LibvirtStorage.VhostBlk;
+namespace LibvirtStorage.Service;
 
 /// <summary>
 /// Exports an image engine <see cref="IBlockImage"/> as the vhost-user-blk <see cref="IBlockDevice"/>: capacity is
 /// the virtual size, the logical block size 512 bytes, the serial the given one or the image's file name (at most
 /// 20 bytes). Engine errors propagate as exceptions, which the virtio-blk handler turns into IOERR. The image is
-/// thread-safe, so every queue worker calls it directly. Lives here until the service project owns it.
+/// thread-safe, so every queue worker calls it directly. The service's exports wrap it in a
+/// <see cref="SwitchableBlockDevice"/>; lvstor-vhost-blk serves it directly.
 /// </summary>
 /// <remarks>
 /// Live resize (<see cref="Grow"/>): the engine's <c>Resize</c> takes the image's metadata monitor like any
@@ -16,7 +17,7 @@ namespace LibvirtStorage.VhostBlk;
 /// finished (a qcow2 overlay first zeroes the part a longer backing file would show), so no request reaches the
 /// new range before it is ready. Shrinking is refused: the guest would still address the cut-off tail.
 /// </remarks>
-internal sealed class ImageBlockDevice : IBlockDevice
+public sealed class ImageBlockDevice : IBlockDevice
 {
     /// <summary>Bytes of a virtio-blk serial (VIRTIO_BLK_ID_BYTES).</summary>
     public const int SerialBytes = 20;
