@@ -77,10 +77,47 @@ public sealed class DaemonProcessTests(BusFixture fixture) : IClassFixture<BusFi
             "--config", WriteConfig("other", "other.yaml"), "--bus", Address, "--state-dir", Path.Combine(_dir, "state2"), "--runtime-dir", Path.Combine(_dir, "run2"));
 
         Assert.Equal(69, code);
-        Assert.Equal($"lvstord: the name {BusName} is already owned on {Address} (another lvstord?); stop that process first", stderr.Trim());
+        Assert.StartsWith($"lvstord: the bus name {BusName} is already owned by connection :", stderr.Trim(), StringComparison.Ordinal);
+        Assert.EndsWith($"is another lvstord running? stop it first (bus {Address})", stderr.Trim(), StringComparison.Ordinal);
         Assert.True(await NameHasOwnerAsync());
         first.Signal(DaemonProcess.SigTerm);
         Assert.Equal(0, await first.WaitForExitAsync());
+    }
+
+    [BusFact]
+    public async Task Pools_and_volumes_made_over_DBus_survive_kill_9_and_their_exports_listen_again()
+    {
+        string config = WriteConfig("tank");
+        string socket = Path.Combine(_dir, "run", "tank", "vm1.sock");
+        using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
+        using (DaemonProcess first = DaemonProcess.Start(Arguments(config), notify.Path))
+        {
+            await notify.WaitForAsync("READY=1", first);
+            string extra = await BusctlAsync("call", BusName, "/org/lvstor/Storage1", "org.lvstor.Storage1.Manager", "DefinePool", "ss",
+                "extra", Path.Combine(_dir, "pools", "extra"));
+            Assert.Equal("o \"/org/lvstor/Storage1/pool/extra\"", extra);
+            string volume = await BusctlAsync("call", BusName, "/org/lvstor/Storage1/pool/tank", "org.lvstor.Storage1.Pool", "CreateVolume", "sstsa{sv}",
+                "vm1", "qcow2", "1048576", "", "0");
+            Assert.Equal("o \"/org/lvstor/Storage1/pool/tank/vm1\"", volume);
+            Assert.True(await ConnectsAsync(socket), "the new volume's export socket does not accept connections");
+
+            first.Signal(DaemonProcess.SigKill);
+            Assert.Equal(137, await first.WaitForExitAsync());
+        }
+
+        using DaemonProcess second = DaemonProcess.Start(Arguments(config), notify.Path);
+        await notify.WaitForAsync("READY=1", second);
+        Assert.Equal("ao 2 \"/org/lvstor/Storage1/pool/extra\" \"/org/lvstor/Storage1/pool/tank\"",
+            await BusctlAsync("call", BusName, "/org/lvstor/Storage1", "org.lvstor.Storage1.Manager", "ListPools"));
+        Assert.Equal("s \"listening\"",
+            await BusctlAsync("get-property", BusName, "/org/lvstor/Storage1/pool/tank/vm1", "org.lvstor.Storage1.Volume", "ExportState"));
+        Assert.True(await ConnectsAsync(socket), "after the restart the export socket does not accept connections");
+
+        second.Signal(DaemonProcess.SigTerm);
+        Assert.Equal(0, await second.WaitForExitAsync());
+        Assert.False(File.Exists(socket), "SIGTERM left the export socket behind");
+        Assert.Contains("closing 1 exports", second.StandardOutput, StringComparison.Ordinal);
+        Assert.Equal(["extra", "tank"], PoolsInInventory().Order(StringComparer.Ordinal));
     }
 
     [Fact]
@@ -160,18 +197,35 @@ public sealed class DaemonProcessTests(BusFixture fixture) : IClassFixture<BusFi
         return inventory.RootElement.GetProperty("pools").EnumerateArray().Select(p => p.GetProperty("name").GetString()!).ToList();
     }
 
-    private async Task<bool> NameHasOwnerAsync()
+    private async Task<bool> NameHasOwnerAsync() =>
+        await BusctlAsync("call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner", "s", BusName) == "b true";
+
+    private async Task<string> BusctlAsync(params string[] args)
     {
-        var start = new ProcessStartInfo("busctl", ["--address=" + Address, "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
-            "org.freedesktop.DBus", "NameHasOwner", "s", BusName])
+        var start = new ProcessStartInfo("busctl", ["--address=" + Address, .. args])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
         using Process busctl = Process.Start(start)!;
-        string output = await busctl.StandardOutput.ReadToEndAsync();
+        Task<string> stdout = busctl.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = busctl.StandardError.ReadToEndAsync();
         await busctl.WaitForExitAsync();
-        Assert.True(busctl.ExitCode == 0, "busctl failed: " + await busctl.StandardError.ReadToEndAsync());
-        return output.Trim() == "b true";
+        Assert.True(busctl.ExitCode == 0, $"busctl {string.Join(' ', args)} failed: {await stderr}");
+        return (await stdout).Trim();
+    }
+
+    private static async Task<bool> ConnectsAsync(string socketPath)
+    {
+        using var client = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        try
+        {
+            await client.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath));
+            return true;
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            return false;
+        }
     }
 }

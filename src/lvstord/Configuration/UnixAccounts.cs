@@ -20,6 +20,12 @@ internal static class UnixAccounts
     /// <summary>The gid of group <paramref name="name"/>, or null when there is no such group.</summary>
     public static uint? FindGroupId(string name) => Find(name, GetGrNamR);
 
+    /// <summary>The effective uid of this process.</summary>
+    public static uint EffectiveUserId => GetEUid();
+
+    /// <summary>The effective gid of this process.</summary>
+    public static uint EffectiveGroupId => GetEGid();
+
     private delegate int Lookup(string name, IntPtr entry, IntPtr buffer, nuint bufferLength, out IntPtr result);
 
     private static uint? Find(string name, Lookup lookup)
@@ -42,6 +48,12 @@ internal static class UnixAccounts
             Marshal.FreeHGlobal(entry);
         }
     }
+
+    [DllImport("libc", EntryPoint = "geteuid")]
+    private static extern uint GetEUid();
+
+    [DllImport("libc", EntryPoint = "getegid")]
+    private static extern uint GetEGid();
 
     [DllImport("libc", EntryPoint = "getpwnam_r")]
     private static extern int GetPwNamR([MarshalAs(UnmanagedType.LPUTF8Str)] string name, IntPtr entry, IntPtr buffer, nuint bufferLength, out IntPtr result);

@@ -1,4 +1,6 @@
+using System.Net.Sockets;
 using LibvirtStorage.Daemon.Configuration;
+using LibvirtStorage.DBus;
 using LibvirtStorage.Service;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -7,8 +9,8 @@ using Tmds.DBus.Protocol;
 namespace LibvirtStorage.Daemon.Hosting;
 
 /// <summary>
-/// Opens the storage service, defines the configured pools, starts the exports and takes the bus name, in
-/// that order; the host reports READY=1 only after <see cref="StartAsync"/> returns, so readiness comes after
+/// Creates the exports, opens the storage service over them (active pools start listening), defines the
+/// configured pools and takes the bus name with the D-Bus adapter, in that order; the host reports READY=1 only after <see cref="StartAsync"/> returns, so readiness comes after
 /// the name is owned. Stopping reverses the order: no more calls, exports closed (flushed), service released.
 /// </summary>
 internal sealed partial class StorageDaemon(
@@ -16,11 +18,10 @@ internal sealed partial class StorageDaemon(
     IHostApplicationLifetime lifetime,
     ILoggerFactory loggerFactory) : IHostedService
 {
-    /// <summary>The well-known bus name lvstord owns.</summary>
-    public const string BusName = "org.lvstor.Storage1";
-
     private readonly ILogger _logger = loggerFactory.CreateLogger("lvstord");
-    private BusNameOwner? _bus;
+    private VolumeExports? _exports;
+    private StorageBusServer? _bus;
+    private volatile bool _stopping;
 
     /// <summary>The open storage service (null before start and after stop).</summary>
     public StorageService? Service { get; private set; }
@@ -35,7 +36,9 @@ internal sealed partial class StorageDaemon(
         PrepareDirectory(config.StateDirectory, "state_directory", "--state-dir");
         PrepareDirectory(config.RuntimeDirectory, "runtime_directory", "--runtime-dir");
 
-        Service = OpenService();
+        WarnAboutSettingsNotApplied();
+        _exports = new VolumeExports(ExportOptions());
+        Service = OpenService(_exports); // attaches the exports: sockets of active pools listen from here on
         foreach (StorageProblem problem in Service.LoadProblems)
         {
             LogLoadProblem(problem.Pool, problem.File, problem.Message);
@@ -49,15 +52,16 @@ internal sealed partial class StorageDaemon(
         }
 
         string address = ResolveBusAddress(config.Bus);
-        _bus = await BusNameOwner.StartAsync(address, BusName, cancellationToken).ConfigureAwait(false);
+        _bus = await StartBusAsync(address, Service, cancellationToken).ConfigureAwait(false);
         _ = WatchBusAsync(_bus.Completion);
-        LogReady(BusName, address, Service.ListPools().Count);
+        LogReady(StorageBusServer.BusName, address, Service.ListPools().Count, _exports.SocketPaths.Count);
     }
 
     /// <inheritdoc/>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         LogStopping();
+        _stopping = true;
         if (_bus is not null)
         {
             LogClosingBus();
@@ -65,7 +69,15 @@ internal sealed partial class StorageDaemon(
             _bus = null;
         }
 
-        // Exports are closed here once wired: each is flushed and its socket removed, so guests reconnect later.
+        if (_exports is not null)
+        {
+            // Each export stops accepting, ends its connection, drains, flushes and closes its image; the guest's
+            // QEMU reconnects to the same socket path when lvstord is back.
+            LogClosingExports(_exports.SocketPaths.Count);
+            await _exports.DisposeAsync().ConfigureAwait(false);
+            _exports = null;
+        }
+
         if (Service is not null)
         {
             LogClosingService(Service.StateFile);
@@ -101,7 +113,61 @@ internal sealed partial class StorageDaemon(
         }
     }
 
-    private StorageService OpenService()
+    private VolumeExportOptions ExportOptions() => new()
+    {
+        // Only chown when the configured owner is not the daemon itself, so an unprivileged test run needs no capability.
+        SocketUserId = config.Sockets.Uid == UnixAccounts.EffectiveUserId ? null : (int)config.Sockets.Uid,
+        SocketGroupId = config.Sockets.Gid == UnixAccounts.EffectiveGroupId ? null : (int)config.Sockets.Gid,
+        SocketMode = config.Sockets.Mode,
+        DirectoryMode = config.Sockets.DirectoryMode,
+        NumQueues = (ushort)config.Io.Queues,
+        MaxQueueSize = config.Io.QueueSize,
+        ParallelRequestsPerQueue = config.Io.ParallelRequests,
+        QueueThreads = config.Io.QueueThreads,
+        Writethrough = config.Io.Writethrough,
+        LoggerFactory = loggerFactory,
+    };
+
+    private void WarnAboutSettingsNotApplied()
+    {
+        // The engine has these knobs, but the exports open images with the engine's defaults for now.
+        if (config.Cache.L2Size is not null || config.Cache.RefcountSize is not null || config.Io.Direct)
+        {
+            LogNotApplied(config.Source);
+        }
+    }
+
+    private async Task<StorageBusServer> StartBusAsync(string address, StorageService service, CancellationToken ct)
+    {
+        var options = new StorageBusOptions
+        {
+            AdminGroups = config.AdminGroups,
+            JobRetention = config.Jobs.Retention,
+            StateDirectory = config.StateDirectory,
+        };
+        try
+        {
+            return await StorageBusServer.StartAsync(address, service, options, loggerFactory, ct).ConfigureAwait(false);
+        }
+        catch (DBusErrorReplyException e) when (e.ErrorName == "org.freedesktop.DBus.Error.AccessDenied")
+        {
+            throw new DaemonStartException(ExitCodes.Unavailable,
+                $"the bus at {address} does not let this user ({Environment.UserName}) own {StorageBusServer.BusName}: {e.ErrorMessage}; "
+                + "run lvstord as root, or install packaging/dbus-1/system.d/org.lvstor.Storage1.conf", e);
+        }
+        catch (InvalidOperationException e)
+        {
+            // The name is owned by another connection; the message names it.
+            throw new DaemonStartException(ExitCodes.Unavailable, $"{e.Message} (bus {address})", e);
+        }
+        catch (Exception e) when (e is DBusConnectionException or IOException or SocketException)
+        {
+            throw new DaemonStartException(ExitCodes.Unavailable,
+                $"cannot connect to the D-Bus bus at {address}: {e.Message}; start dbus or set 'bus' in the configuration (or --bus)", e);
+        }
+    }
+
+    private StorageService OpenService(VolumeExports exports)
     {
         try
         {
@@ -109,6 +175,7 @@ internal sealed partial class StorageDaemon(
             {
                 StateDirectory = config.StateDirectory,
                 RuntimeDirectory = config.RuntimeDirectory,
+                Exports = exports,
             });
         }
         catch (StorageServiceException e) when (e.Kind == StorageErrorKind.Corrupt)
@@ -157,14 +224,20 @@ internal sealed partial class StorageDaemon(
 
     private async Task WatchBusAsync(Task completion)
     {
+        string reason = "the connection closed";
         try
         {
             await completion.ConfigureAwait(false);
         }
-        catch (Exception e)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
-            // Without the bus nobody can reach lvstord: stop, and let the service manager restart it.
-            LogBusLost(e.Message);
+            reason = e.Message;
+        }
+
+        if (!_stopping)
+        {
+            // Without the bus nobody can reach lvstord: stop cleanly, and let the service manager restart it.
+            LogBusLost(reason);
             ExitCode = ExitCodes.Unavailable;
             lifetime.StopApplication();
         }
@@ -185,8 +258,8 @@ internal sealed partial class StorageDaemon(
     [LoggerMessage(5, LogLevel.Warning, "admin group {Group} does not exist on this system; its members cannot be recognised")]
     private partial void LogUnknownAdminGroup(string group);
 
-    [LoggerMessage(6, LogLevel.Information, "ready: {BusName} owned on {Address}, {Pools} pools")]
-    private partial void LogReady(string busName, string address, int pools);
+    [LoggerMessage(6, LogLevel.Information, "ready: {BusName} owned on {Address}, {Pools} pools, {Exports} exports listening")]
+    private partial void LogReady(string busName, string address, int pools, int exports);
 
     [LoggerMessage(7, LogLevel.Information, "stopping")]
     private partial void LogStopping();
@@ -199,6 +272,12 @@ internal sealed partial class StorageDaemon(
 
     [LoggerMessage(10, LogLevel.Information, "stopped")]
     private partial void LogStopped();
+
+    [LoggerMessage(12, LogLevel.Information, "closing {Exports} exports: flushing images, removing sockets")]
+    private partial void LogClosingExports(int exports);
+
+    [LoggerMessage(13, LogLevel.Warning, "{Source}: cache.l2_size, cache.refcount_size and io.direct are not applied yet: exports open images with the engine's defaults")]
+    private partial void LogNotApplied(string source);
 
     [LoggerMessage(11, LogLevel.Error, "lost the D-Bus connection ({Reason}); stopping")]
     private partial void LogBusLost(string reason);
