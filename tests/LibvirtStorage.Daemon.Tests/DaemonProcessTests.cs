@@ -120,6 +120,26 @@ public sealed class DaemonProcessTests(BusFixture fixture) : IClassFixture<BusFi
         Assert.Equal(["extra", "tank"], PoolsInInventory().Order(StringComparer.Ordinal));
     }
 
+    [BusFact]
+    public async Task Losing_the_bus_stops_the_daemon_cleanly_with_69()
+    {
+        using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
+        DaemonProcess daemon;
+        using (PrivateBus ownBus = PrivateBus.Start())
+        {
+            daemon = DaemonProcess.Start(Arguments(WriteConfig("tank"), ownBus.Address), notify.Path);
+            await notify.WaitForAsync("READY=1", daemon);
+        }
+
+        using (daemon)
+        {
+            Assert.Equal(69, await daemon.WaitForExitAsync());
+            Assert.Contains("lost the D-Bus connection", daemon.StandardOutput, StringComparison.Ordinal);
+            Assert.Contains("stopped", daemon.StandardOutput, StringComparison.Ordinal);
+            Assert.Equal(["tank"], PoolsInInventory());
+        }
+    }
+
     [Fact]
     public async Task A_bad_configuration_exits_78_naming_the_file_line_and_key_before_opening_anything()
     {

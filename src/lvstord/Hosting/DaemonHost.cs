@@ -15,12 +15,13 @@ internal static class DaemonHost
     {
         // No default sources: the YAML file is the only configuration, command-line and environment included.
         HostApplicationBuilder builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        // The lifetime first: AddSystemd also picks a console format, which the configured one must override.
+        AddServiceManagerLifetime(builder.Services);
         ConfigureLogging(builder.Logging, config.Logging);
         builder.Services.AddSingleton(config);
         builder.Services.AddSingleton<StorageDaemon>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<StorageDaemon>());
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
-        AddServiceManagerLifetime(builder.Services);
 
         using IHost host = builder.Build();
         StorageDaemon daemon = host.Services.GetRequiredService<StorageDaemon>();
@@ -34,6 +35,14 @@ internal static class DaemonHost
             host.Dispose(); // flushes the console logger before the final line
             Console.Error.WriteLine($"lvstord: {e.Message}");
             return e.ExitCode;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            await StopQuietlyAsync(host).ConfigureAwait(false);
+            host.Dispose();
+            Console.Error.WriteLine($"lvstord: unexpected failure while starting ({e.GetType().Name}: {e.Message}); please report it with this trace:");
+            Console.Error.WriteLine(e);
+            return ExitCodes.Software;
         }
 
         await host.WaitForShutdownAsync().ConfigureAwait(false);
