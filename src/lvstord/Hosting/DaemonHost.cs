@@ -84,7 +84,11 @@ internal static class DaemonHost
         switch (config.Format)
         {
             case LogFormat.Json:
-                logging.AddJsonConsole(o => o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ");
+                logging.AddJsonConsole(o =>
+                {
+                    o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+                    o.UseUtcTimestamp = true;
+                });
                 break;
             case LogFormat.Simple:
                 logging.AddSimpleConsole(o =>
