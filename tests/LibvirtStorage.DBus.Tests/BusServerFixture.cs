@@ -12,7 +12,7 @@ namespace LibvirtStorage.DBus.Tests;
 /// A real dbus-daemon, a StorageService on a temporary state directory with one started pool "p", and the
 /// server in-process; plus a raw Tmds.DBus.Protocol client connection and helpers to run busctl/gdbus.
 /// </summary>
-public sealed class BusServerFixture : IAsyncLifetime
+public class BusServerFixture : IAsyncLifetime
 {
     public const string Pool = "p";
     public const uint AdminGid = 4242;
@@ -24,6 +24,12 @@ public sealed class BusServerFixture : IAsyncLifetime
     public StorageService Service { get; private set; } = null!;
     public StorageBusServer Server { get; private set; } = null!;
     public DBusConnection Client { get; private set; } = null!;
+
+    /// <summary>The exports the service reports (null: none).</summary>
+    protected virtual IVolumeExports? Exports => null;
+
+    /// <summary>How long finished jobs stay on the bus.</summary>
+    protected virtual TimeSpan JobRetention => TimeSpan.FromSeconds(30);
 
     public async Task InitializeAsync()
     {
@@ -37,11 +43,11 @@ public sealed class BusServerFixture : IAsyncLifetime
         File.SetUnixFileMode(Root, (UnixFileMode)0b111_101_101);
         string groups = Path.Combine(Root, "group");
         File.WriteAllText(groups, $"root:x:0:\n{AdminGroup}:x:{AdminGid}:\n");
-        Service = StorageService.Open(new StorageServiceOptions { StateDirectory = Path.Combine(Root, "state"), RuntimeDirectory = Path.Combine(Root, "run") });
+        Service = StorageService.Open(new StorageServiceOptions { StateDirectory = Path.Combine(Root, "state"), RuntimeDirectory = Path.Combine(Root, "run"), Exports = Exports });
         Service.DefinePool(Pool, PoolDirectory);
         Service.StartPool(Pool);
         Server = await StorageBusServer.StartAsync(Bus.Address, Service,
-            new StorageBusOptions { AdminGroups = [AdminGroup], JobRetention = TimeSpan.FromSeconds(30), GroupFile = groups }, NullLoggerFactory.Instance);
+            new StorageBusOptions { AdminGroups = [AdminGroup], JobRetention = JobRetention, GroupFile = groups }, NullLoggerFactory.Instance);
         Client = new DBusConnection(Bus.Address);
         await Client.ConnectAsync();
     }

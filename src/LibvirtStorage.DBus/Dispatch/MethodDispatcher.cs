@@ -12,10 +12,15 @@ namespace LibvirtStorage.DBus;
 /// </summary>
 /// <remarks>
 /// Calls are handled on the thread pool (<see cref="MethodContext.DisposesAsynchronously"/>), so the
-/// connection keeps reading while a service call blocks. Errors are mapped in one place, <see cref="ReplyError"/>.
+/// connection keeps reading while a service call blocks. Calls from one sender run one after another, in the
+/// order they arrived (a client that pipelines CreateVolume and GetVolume gets what a single-threaded server
+/// would give); calls from different senders run in parallel. Errors are mapped in one place, <see cref="ReplyError"/>.
 /// </remarks>
 internal sealed class MethodDispatcher(StorageBusServer server, ILogger logger) : IPathMethodHandler
 {
+    private readonly Lock _queueLock = new();
+    private readonly Dictionary<string, Task> _senderTails = new(StringComparer.Ordinal);
+
     private static readonly Dictionary<(string Interface, string Member), BusMethod> Methods =
         ManagerMethods.All.Concat(PoolMethods.All).Concat(VolumeMethods.All).Concat(JobMethods.All)
             .ToDictionary(m => (m.Interface, m.Name));
@@ -26,12 +31,36 @@ internal sealed class MethodDispatcher(StorageBusServer server, ILogger logger) 
 
     public ValueTask HandleMethodAsync(MethodContext context)
     {
-        context.DisposesAsynchronously = true;
-        _ = Task.Run(() => HandleAsync(context));
+        Enqueue(context);
         return default;
     }
 
-    internal async Task HandleAsync(MethodContext context)
+    /// <summary>Queues the call behind the same sender's earlier calls; called on the receive loop, so arrival order is kept.</summary>
+    internal void Enqueue(MethodContext context)
+    {
+        context.DisposesAsynchronously = true;
+        string sender = context.Request.SenderAsString ?? "";
+        lock (_queueLock)
+        {
+            Task previous = _senderTails.GetValueOrDefault(sender) ?? Task.CompletedTask;
+            Task tail = previous.ContinueWith(_ => HandleAsync(context), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap();
+            _senderTails[sender] = tail;
+            _ = tail.ContinueWith(done => Forget(sender, done), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    private void Forget(string sender, Task done)
+    {
+        lock (_queueLock)
+        {
+            if (_senderTails.TryGetValue(sender, out Task? tail) && tail == done)
+            {
+                _senderTails.Remove(sender);
+            }
+        }
+    }
+
+    private async Task HandleAsync(MethodContext context)
     {
         try
         {
@@ -198,8 +227,7 @@ internal sealed class IntermediateNode(string path, MethodDispatcher dispatcher)
 
     public ValueTask HandleMethodAsync(MethodContext context)
     {
-        context.DisposesAsynchronously = true;
-        _ = Task.Run(() => dispatcher.HandleAsync(context));
+        dispatcher.Enqueue(context);
         return default;
     }
 }

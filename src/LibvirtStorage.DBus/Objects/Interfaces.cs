@@ -102,9 +102,8 @@ internal static class Interfaces
         xml.Append("<interface name=\"").Append(name).Append("\">\n");
         foreach ((string property, string type) in properties)
         {
-            xml.Append("<property name=\"").Append(property).Append("\" type=\"").Append(type).Append("\" access=\"").Append(ReadOnly).Append("\">");
-            // Every property signals its changes with its value (the default, made explicit for readers).
-            xml.Append("<annotation name=\"org.freedesktop.DBus.Property.EmitsChangedSignal\" value=\"true\"/></property>\n");
+            // Every property signals its changes with its value: the default EmitsChangedSignal, so no annotation.
+            xml.Append("<property name=\"").Append(property).Append("\" type=\"").Append(type).Append("\" access=\"").Append(ReadOnly).Append("\"/>\n");
         }
 
         xml.Append(methods).Append("\n</interface>\n");

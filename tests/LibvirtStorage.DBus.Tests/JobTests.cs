@@ -1,0 +1,211 @@
+using System.IO.Pipes;
+using System.Runtime.InteropServices;
+using Tmds.DBus.Protocol;
+using Xunit;
+
+namespace LibvirtStorage.DBus.Tests;
+
+/// <summary>Upload, download, clone and wipe as Job objects: fds passed over the bus, Completed, final properties, Cancel.</summary>
+public sealed class JobTests(BusServerFixture fixture) : IClassFixture<BusServerFixture>
+{
+    private const string Volume = "org.lvstor.Storage1.Volume";
+    private const string Job = "org.lvstor.Storage1.Job";
+
+    private Task<string> TransferAsync(string volumePath, string member, SafeHandle fd, ulong offset = 0, ulong length = 0) =>
+        fixture.CallPathAsync(volumePath, Volume, member, "htt", (ref MessageWriter w) =>
+        {
+            w.WriteHandle(fd);
+            w.WriteUInt64(offset);
+            w.WriteUInt64(length);
+        });
+
+    private async Task<SignalLog.Signal> CompletedAsync(SignalLog log, string job)
+    {
+        SignalLog.Signal completed = await log.WaitAsync(s => s.Member == "Completed" && s.Path == job);
+        Assert.Equal(Job, completed.Interface);
+        return completed;
+    }
+
+    private async Task<string> StringPropertyAsync(string path, string name) => (await fixture.GetPropertyAsync(path, Job, name)).GetString();
+
+    private static byte[] Pattern(int length, int seed)
+    {
+        var data = new byte[length];
+        new Random(seed).NextBytes(data);
+        data.AsSpan(length / 2, 128 << 10).Clear(); // a zero run in the middle, which upload turns into a zero range
+        return data;
+    }
+
+    [BusFact]
+    public async Task UploadAndDownloadThroughFilesRoundTripTheBytes()
+    {
+        string volume = await fixture.CreateVolumeAsync("job-file", "qcow2", 4 << 20);
+        byte[] pattern = Pattern(4 << 20, 1);
+        string source = Path.Combine(fixture.Root, "pattern.bin");
+        string copy = Path.Combine(fixture.Root, "copy.bin");
+        await File.WriteAllBytesAsync(source, pattern);
+        using SignalLog log = await SignalLog.StartAsync(fixture.Client);
+
+        string upload;
+        using (var fd = File.OpenHandle(source, FileMode.Open, FileAccess.Read))
+        {
+            upload = await TransferAsync(volume, "Upload", fd);
+        }
+
+        Assert.StartsWith(StorageBusServer.RootPath + "/job/", upload);
+        SignalLog.Signal done = await CompletedAsync(log, upload);
+        Assert.Equal(["completed", "", ""], done.Strings);
+        Assert.Equal("completed", await StringPropertyAsync(upload, "State"));
+        Assert.Equal("upload", await StringPropertyAsync(upload, "Type"));
+        Assert.Equal("job-file", await StringPropertyAsync(upload, "Volume"));
+        Assert.Equal((ulong)pattern.Length, (await fixture.GetPropertyAsync(upload, Job, "BytesTotal")).GetUInt64());
+        Assert.Equal((ulong)pattern.Length, (await fixture.GetPropertyAsync(upload, Job, "BytesDone")).GetUInt64());
+        Assert.Equal("/", (await fixture.GetPropertyAsync(upload, Job, "Result")).GetObjectPathAsString());
+        Assert.Contains(upload, await fixture.ListAsync(StorageBusServer.RootPath, "org.lvstor.Storage1.Manager", "ListJobs"));
+
+        string download;
+        using (var fd = File.OpenHandle(copy, FileMode.Create, FileAccess.ReadWrite))
+        {
+            download = await TransferAsync(volume, "Download", fd);
+        }
+
+        Assert.Equal(["completed", "", ""], (await CompletedAsync(log, download)).Strings);
+        Assert.Equal(pattern, await File.ReadAllBytesAsync(copy));
+    }
+
+    [BusFact]
+    public async Task UploadAndDownloadThroughPipes()
+    {
+        string volume = await fixture.CreateVolumeAsync("job-pipe", "raw", 2 << 20);
+        byte[] pattern = Pattern(2 << 20, 2);
+        using SignalLog log = await SignalLog.StartAsync(fixture.Client);
+
+        string upload;
+        using (var pipe = new AnonymousPipeServerStream(PipeDirection.Out))
+        {
+            upload = await TransferAsync(volume, "Upload", pipe.ClientSafePipeHandle);
+            pipe.DisposeLocalCopyOfClientHandle();
+            await pipe.WriteAsync(pattern);
+        }
+
+        Assert.Equal("completed", (await CompletedAsync(log, upload)).Strings[0]);
+
+        using var reader = new AnonymousPipeServerStream(PipeDirection.In);
+        string download = await TransferAsync(volume, "Download", reader.ClientSafePipeHandle);
+        reader.DisposeLocalCopyOfClientHandle();
+        using var received = new MemoryStream();
+        await reader.CopyToAsync(received);
+        Assert.Equal("completed", (await CompletedAsync(log, download)).Strings[0]);
+        Assert.Equal(pattern, received.ToArray());
+    }
+
+    [BusFact]
+    public async Task FullCloneJobReportsTheNewVolumeAsResult()
+    {
+        string source = await fixture.CreateVolumeAsync("job-clone-src", "qcow2", 2 << 20);
+        using SignalLog log = await SignalLog.StartAsync(fixture.Client);
+        string job = await fixture.CallPathAsync(source, Volume, "Clone", "sss", (ref MessageWriter w) =>
+        {
+            w.WriteString("job-clone-dst");
+            w.WriteString("full");
+            w.WriteString("raw");
+        });
+        Assert.Equal("completed", (await CompletedAsync(log, job)).Strings[0]);
+        string result = (await fixture.GetPropertyAsync(job, Job, "Result")).GetObjectPathAsString();
+        Assert.Equal(BusServerFixture.VolumePath("job-clone-dst"), result);
+        Assert.Equal("raw", (await fixture.GetPropertyAsync(result, Volume, "Format")).GetString());
+        Assert.Equal("job-clone-dst", await StringPropertyAsync(job, "Target"));
+        await log.WaitAsync(s => s.Member == "InterfacesAdded" && s.Object == result);
+    }
+
+    [BusFact]
+    public async Task LinkedCloneAndWipe()
+    {
+        string source = await fixture.CreateVolumeAsync("job-linked-src", "qcow2", 1 << 20);
+        using SignalLog log = await SignalLog.StartAsync(fixture.Client);
+        string clone = await fixture.CallPathAsync(source, Volume, "Clone", "sss", (ref MessageWriter w) =>
+        {
+            w.WriteString("job-linked-dst");
+            w.WriteString("linked");
+            w.WriteString("");
+        });
+        Assert.Equal("completed", (await CompletedAsync(log, clone)).Strings[0]);
+        Assert.True((await fixture.GetPropertyAsync(source, Volume, "ReadOnly")).GetBool());
+
+        string dst = BusServerFixture.VolumePath("job-linked-dst");
+        string wipe = await fixture.CallPathAsync(dst, Volume, "Wipe");
+        Assert.Equal("completed", (await CompletedAsync(log, wipe)).Strings[0]);
+        Assert.Equal("wipe", await StringPropertyAsync(wipe, "Type"));
+
+        // The base is read-only now: a wipe is refused at the call, and no job is made.
+        var error = await Assert.ThrowsAsync<DBusErrorReplyException>(() => fixture.CallPathAsync(source, Volume, "Wipe"));
+        Assert.Equal("org.lvstor.Storage1.Error.InUse", error.ErrorName);
+    }
+
+    [BusFact]
+    public async Task CancelEndsASlowUploadAsCancelledAndLeavesNothingBehind()
+    {
+        string volume = await fixture.CreateVolumeAsync("job-cancel", "qcow2", 64 << 20);
+        string before = string.Join(",", Directory.EnumerateFileSystemEntries(fixture.PoolDirectory).Order(StringComparer.Ordinal));
+        using SignalLog log = await SignalLog.StartAsync(fixture.Client);
+        using var pipe = new AnonymousPipeServerStream(PipeDirection.Out);
+        string job = await TransferAsync(volume, "Upload", pipe.ClientSafePipeHandle);
+        pipe.DisposeLocalCopyOfClientHandle();
+
+        // One chunk in: the job is running and has moved.
+        byte[] chunk = new byte[1 << 20];
+        chunk.AsSpan().Fill(0x5a);
+        await pipe.WriteAsync(chunk);
+        await log.WaitAsync(s => s.Member == "PropertiesChanged" && s.Path == job && s.Changed.TryGetValue("BytesDone", out VariantValue v) && v.GetUInt64() > 0);
+        Assert.Equal("running", await StringPropertyAsync(job, "State"));
+
+        // The job notices Cancel at its next chunk boundary, so keep feeding it until it has ended.
+        Task cancel = fixture.CallAsync(job, Job, "Cancel");
+        Task<SignalLog.Signal> completed = CompletedAsync(log, job);
+        try
+        {
+            while (!completed.IsCompleted)
+            {
+                await pipe.WriteAsync(chunk);
+            }
+        }
+        catch (IOException)
+        {
+            // The job ended and closed its end of the pipe.
+        }
+
+        await cancel;
+        SignalLog.Signal end = await completed;
+        Assert.Equal("cancelled", end.Strings[0]);
+        Assert.Equal("org.lvstor.Storage1.Error.Cancelled", end.Strings[1]);
+        Assert.Equal("cancelled", await StringPropertyAsync(job, "State"));
+        Assert.Equal("org.lvstor.Storage1.Error.Cancelled", await StringPropertyAsync(job, "ErrorName"));
+        Assert.Equal(before, string.Join(",", Directory.EnumerateFileSystemEntries(fixture.PoolDirectory).Order(StringComparer.Ordinal)));
+
+        // Cancelling an ended job is harmless; the volume is free for the next operation.
+        await fixture.CallAsync(job, Job, "Cancel");
+        await fixture.CallAsync(volume, Volume, "Resize", "tb", (ref MessageWriter w) => { w.WriteUInt64(65 << 20); w.WriteBool(false); });
+    }
+
+    [BusFact]
+    public async Task AJobRunningOnAVolumeIsNamedAsItsUser()
+    {
+        string volume = await fixture.CreateVolumeAsync("job-user", "raw", 8 << 20);
+        using SignalLog log = await SignalLog.StartAsync(fixture.Client);
+        using var pipe = new AnonymousPipeServerStream(PipeDirection.Out);
+        string job = await TransferAsync(volume, "Upload", pipe.ClientSafePipeHandle);
+        pipe.DisposeLocalCopyOfClientHandle();
+
+        var (code, output, error) = fixture.Gdbus(volume, "org.freedesktop.DBus.Properties.Get", Volume, "Users");
+        Assert.True(code == 0, error);
+        Assert.Contains("'job'", output);
+        Assert.Contains("upload job", output);
+
+        var busy = await Assert.ThrowsAsync<DBusErrorReplyException>(() => fixture.CallAsync(volume, Volume, "Delete"));
+        Assert.Contains(busy.ErrorName, new[] { "org.lvstor.Storage1.Error.InUse", "org.lvstor.Storage1.Error.Busy" });
+        Assert.Contains("upload job", busy.ErrorMessage);
+
+        pipe.Dispose(); // end of input: the upload completes with what it got (nothing)
+        Assert.Equal("completed", (await CompletedAsync(log, job)).Strings[0]);
+    }
+}
