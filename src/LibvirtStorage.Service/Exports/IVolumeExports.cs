@@ -25,24 +25,28 @@ public interface IVolumeExports
 {
     /// <summary>
     /// Connects the exports to their service (called once by <see cref="StorageService.Open"/>) and opens the
-    /// exports of every active pool.
+    /// exports of every active pool. The default does nothing (an implementation that only reports states).
     /// </summary>
-    void Attach(IVolumeExportHost host);
+    void Attach(IVolumeExportHost host)
+    {
+    }
 
     /// <summary>
     /// Holds the volume's export still: new guest requests wait, requests in flight finish, the image is flushed
     /// and closed (so its files and locks are free). Disposing the result reopens the volume's chain as the host
     /// now describes it (or closes the export when the volume is gone) and lets the guest's requests run again.
-    /// For a volume without an export the result does nothing.
+    /// For a volume without an export the result does nothing (as does the default).
     /// </summary>
-    IDisposable Quiesce(Guid volumeKey);
+    IDisposable Quiesce(Guid volumeKey) => NoVolumeExports.Instance.Quiesce(volumeKey);
 
     /// <summary>
     /// Makes the exports of pool <paramref name="poolName"/> match the host: a socket for every volume of an active
     /// pool, none for a stopped or undefined pool or a deleted volume, and a reopened chain where a volume's top file,
-    /// format or read-only state changed.
+    /// format or read-only state changed. The default does nothing.
     /// </summary>
-    void Sync(string poolName);
+    void Sync(string poolName)
+    {
+    }
 
     /// <summary>The export state of the volume with key <paramref name="volumeKey"/>.</summary>
     ExportState GetState(Guid volumeKey);

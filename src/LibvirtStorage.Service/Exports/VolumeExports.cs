@@ -183,7 +183,7 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
                 {
                     Create(target);
                 }
-                else if (export.Target != target && export.Switch.Wait(0))
+                else if ((export.Target != target || (target.ReadOnly != export.Device.IsReadOnly && !export.Connected)) && export.Switch.Wait(0))
                 {
                     // A quiesce in progress reopens the export itself when it ends; otherwise switch it now.
                     try
@@ -412,6 +412,13 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
         export.Guest = null;
         ExportsLog.GuestDisconnected(_logger, export.Target.Pool, export.Target.Volume);
         StateChanged?.Invoke(export.Target.Key);
+
+        // A volume that stopped backing others while this guest read it is served read-write from now on.
+        if (export.Target.ReadOnly != export.Device.IsReadOnly && !export.Closed)
+        {
+            string pool = export.Target.Pool;
+            ThreadPool.QueueUserWorkItem(_ => Sync(pool));
+        }
     }
 
     private static string ProcessName(int pid)
