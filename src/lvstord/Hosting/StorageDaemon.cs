@@ -32,6 +32,20 @@ internal sealed partial class StorageDaemon(
     /// <inheritdoc/>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        try
+        {
+            await StartInOrderAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            // Whatever did start (exports listening, a bus connection) is closed again before the error is reported.
+            await StopAsync(CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async Task StartInOrderAsync(CancellationToken cancellationToken)
+    {
         LogStarting(config.Source, config.StateDirectory, config.RuntimeDirectory);
         PrepareDirectory(config.StateDirectory, "state_directory", "--state-dir");
         PrepareDirectory(config.RuntimeDirectory, "runtime_directory", "--runtime-dir");
