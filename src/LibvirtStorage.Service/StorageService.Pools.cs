@@ -10,7 +10,7 @@ public sealed partial class StorageService
         StorageNames.ValidatePoolName(name, RuntimeDirectory);
         if (string.IsNullOrEmpty(path) || !Path.IsPathRooted(path) || path.Contains('\0', StringComparison.Ordinal))
         {
-            ThrowHelper.Invalid($"pool path '{path}' is not an absolute path; give the directory as /var/lib/lvstor/pools/{name} or similar");
+            ThrowHelper.Invalid($"pool path '{path}' is not an absolute path; give the directory as /srv/lvstor/{name} or similar");
         }
 
         string directory = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));

@@ -61,7 +61,7 @@ public sealed class ConfigLoaderTests
         Assert.Equal(defaults.Jobs, config.Jobs);
         Assert.Equal(defaults.Logging, config.Logging);
         Assert.Equal(new SocketConfig(), config.Sockets);
-        Assert.Equal([new PoolConfig("default", "/var/lib/lvstor-pools/default", true)], config.Pools);
+        Assert.Empty(config.Pools);
     }
 
     [Fact]

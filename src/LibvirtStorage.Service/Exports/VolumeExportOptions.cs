@@ -1,3 +1,4 @@
+using LibvirtStorage.Images;
 using LibvirtStorage.Vhost;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -38,6 +39,12 @@ public sealed record VolumeExportOptions
 
     /// <summary>Accept guest memory the front-end could still truncate (unsealed memfd, memory-backend-file).</summary>
     public bool AllowUnsealedGuestMemory { get; init; }
+
+    /// <summary>
+    /// How exports open their images: O_DIRECT and the qcow2 metadata cache sizes. ReadOnly and Format are set per
+    /// volume and override what is given here.
+    /// </summary>
+    public ImageOpenOptions ImageOptions { get; init; } = new();
 
     /// <summary>Where the exports log (connections, switches, failures to open an image).</summary>
     public ILoggerFactory LoggerFactory { get; init; } = NullLoggerFactory.Instance;

@@ -26,6 +26,7 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
 {
     private readonly VolumeExportOptions _options;
     private readonly VhostUserBlkOptions _serverOptions;
+    private readonly ImageOpenOptions _imageOptions;
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
     private readonly Lock _syncGate = new();
@@ -50,6 +51,7 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
 
         _options = options;
         _serverOptions = options.ToServerOptions();
+        _imageOptions = options.ImageOptions;
         _logger = options.LoggerFactory.CreateLogger("LibvirtStorage.Exports");
     }
 
@@ -244,7 +246,7 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
         {
             EnsureDirectory(Path.GetDirectoryName(Path.GetDirectoryName(target.SocketPath))!);
             EnsureDirectory(Path.GetDirectoryName(target.SocketPath)!);
-            image = ImageOpener.Open(target.File, new ImageOpenOptions { ReadOnly = target.ReadOnly, Format = target.Format });
+            image = ImageOpener.Open(target.File, _imageOptions with { ReadOnly = target.ReadOnly, Format = target.Format });
             device = new SwitchableBlockDevice(image.IsReadOnly, target.Volume, image.VirtualSize);
             device.Resume(new ImageBlockDevice(image, target.Volume));
             VhostUserBlkServer server = VhostUserBlkServer.Listen(target.SocketPath, device, _serverOptions, _logger);
@@ -334,7 +336,7 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
         try
         {
             IBlockImage image = ImageOpener.Open(target.File,
-                new ImageOpenOptions { ReadOnly = target.ReadOnly || export.Device.IsReadOnly, Format = target.Format });
+                _imageOptions with { ReadOnly = target.ReadOnly || export.Device.IsReadOnly, Format = target.Format });
             export.Image = image;
             export.Target = target;
             export.Device.Resume(new ImageBlockDevice(image, target.Volume));

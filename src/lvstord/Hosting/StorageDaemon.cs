@@ -1,3 +1,4 @@
+using LibvirtStorage.Images;
 using System.Net.Sockets;
 using LibvirtStorage.Daemon.Configuration;
 using LibvirtStorage.DBus;
@@ -50,7 +51,6 @@ internal sealed partial class StorageDaemon(
         PrepareDirectory(config.StateDirectory, "state_directory", "--state-dir");
         PrepareDirectory(config.RuntimeDirectory, "runtime_directory", "--runtime-dir");
 
-        WarnAboutSettingsNotApplied();
         _exports = new VolumeExports(ExportOptions());
         Service = OpenService(_exports); // attaches the exports: sockets of active pools listen from here on
         foreach (StorageProblem problem in Service.LoadProblems)
@@ -139,17 +139,14 @@ internal sealed partial class StorageDaemon(
         ParallelRequestsPerQueue = config.Io.ParallelRequests,
         QueueThreads = config.Io.QueueThreads,
         Writethrough = config.Io.Writethrough,
+        ImageOptions = new ImageOpenOptions
+        {
+            Direct = config.Io.Direct,
+            L2CacheBytes = config.Cache.L2Size,
+            RefcountCacheBytes = config.Cache.RefcountSize,
+        },
         LoggerFactory = loggerFactory,
     };
-
-    private void WarnAboutSettingsNotApplied()
-    {
-        // The engine has these knobs, but the exports open images with the engine's defaults for now.
-        if (config.Cache.L2Size is not null || config.Cache.RefcountSize is not null || config.Io.Direct)
-        {
-            LogNotApplied(config.Source);
-        }
-    }
 
     private async Task<StorageBusServer> StartBusAsync(string address, StorageService service, CancellationToken ct)
     {
@@ -290,8 +287,6 @@ internal sealed partial class StorageDaemon(
     [LoggerMessage(12, LogLevel.Information, "closing {Exports} exports: flushing images, removing sockets")]
     private partial void LogClosingExports(int exports);
 
-    [LoggerMessage(13, LogLevel.Warning, "{Source}: cache.l2_size, cache.refcount_size and io.direct are not applied yet: exports open images with the engine's defaults")]
-    private partial void LogNotApplied(string source);
 
     [LoggerMessage(11, LogLevel.Error, "lost the D-Bus connection ({Reason}); stopping")]
     private partial void LogBusLost(string reason);
