@@ -23,10 +23,15 @@ bench:
 	$(DOTNET) run -c Release --no-build --project bench/LibvirtStorage.Bench -- engine --out docs/performance.md
 	$(DOTNET) run -c Release --no-build --project bench/LibvirtStorage.Bench -- vhost --out docs/performance-vhost.md
 
-# The main job until lvstord exists: build a raw/qcow2/qcow2 chain and run every image command on it.
+# The main job: lvstord (embedded default config) on a private D-Bus daemon, a demo pool and volume made with
+# the lvstor CLI, and a C# vhost-user-blk front-end doing verified I/O through the volume's socket, with a live
+# snapshot; everything stays under $(DEMO_DIR). `lvstor demo DIR` is the older image-engine-only tour.
 demo:
+	$(DOTNET) build src/lvstord -c $(CONFIG)
 	$(DOTNET) build src/lvstor -c $(CONFIG)
-	$(DOTNET) $(LVSTOR) demo $(DEMO_DIR)
+	$(DOTNET) build src/lvstor-demo -c $(CONFIG)
+	$(DOTNET) src/lvstor-demo/bin/$(CONFIG)/net10.0/lvstor-demo.dll --work $(DEMO_DIR) \
+		--lvstord src/lvstord/bin/$(CONFIG)/net10.0/lvstord --lvstor src/lvstor/bin/$(CONFIG)/net10.0/lvstor
 
 # Boots a real QEMU guest (TCG) on our vhost-user-blk back-end, then on qemu-storage-daemon (the
 # reference, not gating), with write-verify and fio (crc32c verify); see tests/guest/README.md.

@@ -171,7 +171,11 @@ internal sealed class Demo(string work, string lvstordPath, string lvstorPath)
         _bus = Process.Start(new ProcessStartInfo("dbus-daemon", ["--nofork", "--nopidfile", "--config-file=" + config, "--print-address"])
         {
             RedirectStandardOutput = true,
+            RedirectStandardError = true,   // its warnings (fd limit when not root) go to bus/log, not the demo's output
         }) ?? throw new InvalidOperationException("cannot start dbus-daemon (apt-get install dbus-daemon)");
+        var busLog = new StreamWriter(Path.Combine(dir, "log")) { AutoFlush = true };
+        _bus.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (busLog) busLog.WriteLine(e.Data); };
+        _bus.BeginErrorReadLine();
         string? printed = _bus.StandardOutput.ReadLine();
         Expect(!string.IsNullOrEmpty(printed), "dbus-daemon did not start");
         _busAddress = "unix:path=" + Path.Combine(dir, "socket");
