@@ -31,6 +31,8 @@ internal static class GuestScript
             info.ArgumentList.Add(a);
         info.Environment["LVSTOR_SMOKE_BACKEND"] = "lvstor";
         info.Environment["LVSTOR_VHOST_BLK"] = GuestEnvironment.Backend;
+        info.Environment["LVSTORD"] = GuestEnvironment.Daemon;
+        info.Environment["LVSTOR"] = GuestEnvironment.Cli;
         info.Environment["LVSTOR_GUEST_TIMEOUT"] = GuestWatchdogSeconds;
         info.Environment["LVSTOR_NO_APT"] = "1";
         foreach (var (key, value) in env ?? new Dictionary<string, string>())

@@ -59,6 +59,19 @@ public sealed class OurBackendGuestTests(ITestOutputHelper output)
         AssertOk(GuestScript.Run("resize.sh"));
     }
 
+    /// <summary>
+    /// The whole service: lvstord on a private bus exports a volume made with the lvstor CLI; two `lvstor snapshot`
+    /// calls while the guest's fio writes (random 4K, then 1M sequential) switch the export to a new overlay
+    /// between requests. fio verifies everything it wrote through the chain; qemu-img check is clean on all layers.
+    /// </summary>
+    [GuestFact]
+    public void LiveSnapshots_ThroughLvstord_WhileFioVerifies()
+    {
+        GuestScriptResult result = GuestScript.Run("snapshot.sh");
+        Assert.Contains("snapshot: ok (2 live snapshots", result.Output, StringComparison.Ordinal);
+        AssertOk(result);
+    }
+
     /// <summary>CI's short soak: a few boots in a row under the watchdog, counted; `make soak` runs 30.</summary>
     [GuestFact]
     public void ShortSoak_NoHangNoFailure()
