@@ -86,4 +86,33 @@ public sealed class JobManagerTests : IDisposable
         Assert.Equal(StorageJobState.Cancelled, upload.State);
         Assert.Equal(StorageErrorKind.Cancelled, upload.Error!.Kind);
     }
+
+    [Fact]
+    public async Task ACancelledFullCloneLeavesNoTargetBehind()
+    {
+        _service.CreateVolume("p", new VolumeSpec("data", "raw", 32 << 20));
+        byte[] content = new byte[32 << 20];
+        content.AsSpan().Fill(0x5a);
+        await File.WriteAllBytesAsync(Path.Combine(_root, "p", "data"), content);
+        string before = string.Join(",", Directory.EnumerateFileSystemEntries(Path.Combine(_root, "p")).Order(StringComparer.Ordinal));
+
+        using var jobs = new JobManager(_service, TimeSpan.FromMinutes(1));
+
+        // Cancel from the first progress report: it runs on the copying thread, so the copy sees it at its next chunk.
+        jobs.Changed += job =>
+        {
+            if (job.Type == StorageJobType.Clone && job.BytesDone > 0)
+            {
+                job.Cancel();
+            }
+        };
+        StorageJob clone = jobs.StartClone("p", "data", "data-copy", "qcow2", linked: false);
+        await clone.Completion.WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(StorageJobState.Cancelled, clone.State);
+        Assert.Equal(StorageErrorKind.Cancelled, clone.Error!.Kind);
+        Assert.Null(clone.Result);
+        Assert.DoesNotContain(_service.ListVolumes("p"), v => v.Name == "data-copy");
+        Assert.Equal(before, string.Join(",", Directory.EnumerateFileSystemEntries(Path.Combine(_root, "p")).Order(StringComparer.Ordinal)));
+    }
 }
