@@ -30,6 +30,11 @@ public sealed partial class StorageBusServer : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private ObjectTree _tree = ObjectTree.Empty;
     private int _resyncPending;
+    private long _treeBuiltAt = long.MinValue / 2;
+
+    /// <summary>How old a tree reads may use: changes made through the API resync at once, so only outside
+    /// changes (a guest writing grows Allocation) can be this late. Keeps a burst of Gets to one header scan.</summary>
+    internal static readonly TimeSpan ReadFreshness = TimeSpan.FromSeconds(1);
 
     private StorageBusServer(DBusConnection connection, StorageService service, StorageBusOptions options, ILoggerFactory loggerFactory)
     {
@@ -200,6 +205,10 @@ public sealed partial class StorageBusServer : IAsyncDisposable
         });
     }
 
+    /// <summary>The current tree, resynced first when it is older than <see cref="ReadFreshness"/>.</summary>
+    internal ObjectTree FreshTree() =>
+        Environment.TickCount64 - Volatile.Read(ref _treeBuiltAt) > (long)ReadFreshness.TotalMilliseconds ? Resync() : Tree;
+
     /// <summary>Rebuilds the tree from the service, signals what changed, and returns the new tree.</summary>
     internal ObjectTree Resync()
     {
@@ -208,6 +217,7 @@ public sealed partial class StorageBusServer : IAsyncDisposable
             ObjectTree next = ObjectTree.Build(Service, Jobs, Options);
             next = EmitChanges(Tree, next);
             Volatile.Write(ref _tree, next);
+            Volatile.Write(ref _treeBuiltAt, Environment.TickCount64);
             return next;
         }
     }

@@ -53,4 +53,20 @@ public sealed class IntrospectionTests(BusServerFixture fixture) : IClassFixture
         Assert.Matches(@"\.Capacity\s+property\s+t\s+2097152", output);
         Assert.Matches(@"\.Name\s+property\s+s\s+""bi-vol""", output);
     }
+
+    [BusFact]
+    public async Task TheJobFolderListsJobsAndIntermediateNodesAnswerProperties()
+    {
+        string volume = await fixture.CreateVolumeAsync("intro-job");
+        string job = await fixture.CallPathAsync(volume, "org.lvstor.Storage1.Volume", "Wipe");
+        var (code, output, error) = BusServerFixture.Run("gdbus", "introspect", "--address", fixture.Bus.Address, "--dest", StorageBusServer.BusName,
+            "--object-path", StorageBusServer.RootPath + "/job");
+        Assert.True(code == 0, error);
+        Assert.Contains("node " + job[(job.LastIndexOf('/') + 1)..], output);
+
+        (code, output, error) = BusServerFixture.Run("busctl", "--address=" + fixture.Bus.Address, "call", StorageBusServer.BusName, "/org/lvstor",
+            "org.freedesktop.DBus.Properties", "GetAll", "s", "");
+        Assert.True(code == 0, error);
+        Assert.Equal("a{sv} 0", output.Trim());
+    }
 }

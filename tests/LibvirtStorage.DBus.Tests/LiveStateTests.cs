@@ -13,7 +13,10 @@ public sealed class FakeExports : IVolumeExports
 
     public event Action<Guid>? StateChanged;
 
-    public ExportState GetState(Guid volumeKey) => _states.GetValueOrDefault(volumeKey, ExportState.Listening);
+    /// <summary>Makes GetState throw, as a bug in an export would.</summary>
+    public volatile bool Broken;
+
+    public ExportState GetState(Guid volumeKey) => Broken ? throw new InvalidOperationException("export table broken") : _states.GetValueOrDefault(volumeKey, ExportState.Listening);
 
     public void Set(Guid key, ExportState state)
     {
@@ -91,6 +94,27 @@ public sealed class LiveStateTests(LiveStateFixture fixture) : IClassFixture<Liv
         // Retention is 1 s here: the job is then removed from the bus.
         await log.WaitAsync(s => s.Member == "InterfacesRemoved" && s.Object == job);
         Assert.DoesNotContain(job, await fixture.ListAsync(StorageBusServer.RootPath, "org.lvstor.Storage1.Manager", "ListJobs"));
+    }
+
+    [BusFact]
+    public async Task AnUnexpectedExceptionIsAnIoErrorAndTheServerStays()
+    {
+        await fixture.CreateVolumeAsync("live-broken");
+        fixture.FakeExports.Broken = true;
+        try
+        {
+            var error = await Assert.ThrowsAsync<DBusErrorReplyException>(() =>
+                fixture.CallAsync(StorageBusServer.RootPath, "org.lvstor.Storage1.Manager", "GetStatus"));
+            Assert.Equal("org.lvstor.Storage1.Error.Io", error.ErrorName);
+            Assert.Contains("export table broken", error.ErrorMessage);
+        }
+        finally
+        {
+            fixture.FakeExports.Broken = false;
+        }
+
+        Assert.False(fixture.Server.Completion.IsCompleted);
+        await fixture.CallAsync(StorageBusServer.RootPath, "org.lvstor.Storage1.Manager", "GetStatus");
     }
 
     [BusFact]

@@ -10,6 +10,9 @@ public sealed class SignalTests(BusServerFixture fixture) : IClassFixture<BusSer
     {
         using SignalLog log = await SignalLog.StartAsync(fixture.Client);
         string path = await fixture.CreateVolumeAsync("sig-new", "raw", 3 << 20);
+
+        // Sent before the reply, on the same connection: the client has it by the time the call returns.
+        Assert.Contains(log.All, s => s.Member == "InterfacesAdded" && s.Object == path);
         SignalLog.Signal added = await log.WaitAsync(s => s.Member == "InterfacesAdded" && s.Object == path);
         Assert.Equal(StorageBusServer.RootPath, added.Path);
         Assert.Equal("org.freedesktop.DBus.ObjectManager", added.Interface);

@@ -48,8 +48,17 @@ internal sealed class CallerAuthorizer(DBusConnection connection, StorageBusOpti
             message = writer.CreateMessage();
         }
 
-        Dictionary<string, VariantValue> credentials = await connection.CallMethodAsync(message,
-            static (Message reply, object? _) => reply.GetBodyReader().ReadDictionaryOfStringToVariantValue(), null).ConfigureAwait(false);
+        Dictionary<string, VariantValue> credentials;
+        try
+        {
+            credentials = await connection.CallMethodAsync(message,
+                static (Message reply, object? _) => reply.GetBodyReader().ReadDictionaryOfStringToVariantValue(), null).ConfigureAwait(false);
+        }
+        catch (DBusErrorReplyException ex)
+        {
+            // Typically NameHasNoOwner: the caller disconnected before we could ask who it is.
+            throw BusError.AccessDenied($"the bus cannot say who {sender} is ({ex.ErrorName}: {ex.ErrorMessage})");
+        }
         if (!credentials.TryGetValue("UnixUserID", out VariantValue uidValue))
         {
             throw BusError.AccessDenied("the bus did not report the caller's uid");

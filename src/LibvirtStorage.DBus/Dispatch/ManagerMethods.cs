@@ -61,7 +61,7 @@ internal static class ManagerMethods
     {
         string path = call.Request.GetBodyReader().ReadString();
         BusValue wanted = BusValue.String(path);
-        BusObject? volume = call.Server.Resync().Objects.FirstOrDefault(o => o.Kind == BusObjectKind.Volume && o.Properties["Path"].Equals(wanted));
+        BusObject? volume = call.Server.FreshTree().Objects.FirstOrDefault(o => o.Kind == BusObjectKind.Volume && o.Properties["Path"].Equals(wanted));
         if (volume is null)
         {
             throw BusError.NotFound($"no volume has the path '{path}' (a volume's path is its export socket, the Path property)");

@@ -103,14 +103,14 @@ internal sealed class MethodDispatcher(StorageBusServer server, ILogger logger) 
 
         if (iface is null or Interfaces.Properties && member is "Get" or "GetAll" or "Set")
         {
-            StandardInterfaces.ReplyProperties(context, target.Interface.Length == 0 ? target : server.Resync().Find(path) ?? target, member, signature);
+            StandardInterfaces.ReplyProperties(context, target.Interface.Length == 0 ? target : server.FreshTree().Find(path) ?? target, member, signature);
             return;
         }
 
         if (iface is null or Interfaces.ObjectManager && member == "GetManagedObjects" && path == StorageBusServer.RootPath)
         {
             Expect(signature, "", iface, member);
-            StandardInterfaces.ReplyManagedObjects(context, server.Resync());
+            StandardInterfaces.ReplyManagedObjects(context, server.FreshTree());
             return;
         }
 

@@ -78,19 +78,22 @@ internal static class VolumeMethods
             throw BusError.Invalid("the call carried no usable file descriptor; pass an open fd (file, pipe or socket)");
         }
 
+        long start;
+        long? count;
         try
         {
-            long start = BusCall.ToSize(offset, "offset");
-            long? count = length == 0 ? null : BusCall.ToSize(length, "length");
-            (string pool, string volume) = (call.Target.Pool, call.Target.Volume);
-            return StartJob(call, jobs => upload ? jobs.StartUpload(pool, volume, fd, start, count) : jobs.StartDownload(pool, volume, fd, start, count));
+            start = BusCall.ToSize(offset, "offset");
+            count = length == 0 ? null : BusCall.ToSize(length, "length");
         }
         catch
         {
-            // The job manager closes the fd when it takes it (and on its own errors); this covers our checks.
+            // From here on the job manager owns the fd (it closes it on its own errors too); these are our checks.
             fd.Dispose();
             throw;
         }
+
+        (string pool, string volume) = (call.Target.Pool, call.Target.Volume);
+        return StartJob(call, jobs => upload ? jobs.StartUpload(pool, volume, fd, start, count) : jobs.StartDownload(pool, volume, fd, start, count));
     }
 
     private static Task StartJob(BusCall call, Func<JobManager, StorageJob> start)
