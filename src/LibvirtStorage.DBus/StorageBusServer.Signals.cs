@@ -10,12 +10,10 @@ public sealed partial class StorageBusServer
     private readonly HashSet<long> _completedSignalled = [];
 
     /// <summary>
-    /// Signals the difference between two trees: InterfacesAdded (parents first), PropertiesChanged with the
-    /// changed properties only, InterfacesRemoved (children first), then each job's Completed once. A job's
-    /// BytesDone that changed within <see cref="ProgressInterval"/> of its last signal keeps its old value in
-    /// the returned tree, and a later resync is scheduled to catch up. Called under the sync lock.
+    /// A job's BytesDone that changed within <see cref="ProgressInterval"/> of its last signal keeps its old value
+    /// in the returned tree, and a later resync is scheduled to catch up. Called under the sync lock.
     /// </summary>
-    private ObjectTree EmitChanges(ObjectTree old, ObjectTree next)
+    private ObjectTree HoldThrottledProgress(ObjectTree old, ObjectTree next)
     {
         DateTimeOffset now = DateTimeOffset.UtcNow;
         foreach (BusObject job in next.Objects.Where(o => o.Kind == BusObjectKind.Job).ToList())
@@ -38,6 +36,17 @@ public sealed partial class StorageBusServer
             }
         }
 
+        return next;
+    }
+
+    /// <summary>
+    /// Signals the difference between two trees: InterfacesAdded (parents first), PropertiesChanged with the
+    /// changed properties only, InterfacesRemoved (children first), then each job's Completed once. Called under
+    /// the sync lock, after <paramref name="next"/> is published, so a client that reacts to a signal by reading
+    /// properties sees at least what the signal announced.
+    /// </summary>
+    private void SendChanges(ObjectTree old, ObjectTree next)
+    {
         foreach (BusObject added in next.Objects)
         {
             BusObject? before = old.Find(added.Path);
@@ -87,8 +96,6 @@ public sealed partial class StorageBusServer
                 });
             }
         }
-
-        return next;
     }
 
     private void SendInterfacesAdded(BusObject added) =>

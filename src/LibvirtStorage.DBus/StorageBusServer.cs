@@ -214,10 +214,11 @@ public sealed partial class StorageBusServer : IAsyncDisposable
     {
         lock (_syncLock)
         {
-            ObjectTree next = ObjectTree.Build(Service, Jobs, Options);
-            next = EmitChanges(Tree, next);
+            ObjectTree old = Tree;
+            ObjectTree next = HoldThrottledProgress(old, ObjectTree.Build(Service, Jobs, Options));
             Volatile.Write(ref _tree, next);
             Volatile.Write(ref _treeBuiltAt, Environment.TickCount64);
+            SendChanges(old, next);
             return next;
         }
     }

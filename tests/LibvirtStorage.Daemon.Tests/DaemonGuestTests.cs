@@ -28,11 +28,7 @@ public sealed class DaemonGuestTests(BusFixture fixture) : IClassFixture<BusFixt
     [GuestFact]
     public async Task SIGTERM_under_a_connected_guest_flushes_its_writes_and_the_guest_reconnects_after_a_restart()
     {
-        string config = Path.Combine(_dir, "lvstord.yaml");
-        string pool = Path.Combine(_dir, "pools", "tank");
-        File.WriteAllText(config, $"admin_groups: [root]\npools: [ {{ name: tank, path: {pool} }} ]\nlogging: {{ format: simple }}\n");
-        string[] args = ["--config", config, "--bus", fixture.Bus!.Address, "--state-dir", Path.Combine(_dir, "state"), "--runtime-dir", Path.Combine(_dir, "run")];
-        string socket = Path.Combine(_dir, "run", "tank", "vm1.sock");
+        (string[] args, string pool, string socket) = DaemonSetup();
         (long Offset, byte Pattern)[] chunks = [.. Enumerable.Range(0, 16).Select(i => ((long)i * 3 * Chunk, (byte)(0x11 + i)))];
         using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
 
@@ -76,11 +72,7 @@ public sealed class DaemonGuestTests(BusFixture fixture) : IClassFixture<BusFixt
     [GuestFact]
     public async Task Kill9_during_guest_writes_loses_nothing_acknowledged_before_a_flush()
     {
-        string config = Path.Combine(_dir, "lvstord.yaml");
-        string pool = Path.Combine(_dir, "pools", "tank");
-        File.WriteAllText(config, $"admin_groups: [root]\npools: [ {{ name: tank, path: {pool} }} ]\nlogging: {{ format: simple }}\n");
-        string[] args = ["--config", config, "--bus", fixture.Bus!.Address, "--state-dir", Path.Combine(_dir, "state"), "--runtime-dir", Path.Combine(_dir, "run")];
-        string socket = Path.Combine(_dir, "run", "tank", "vm1.sock");
+        (string[] args, string pool, string socket) = DaemonSetup();
         using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
         var workload = new PatternWorkload(0, 16L << 20);
         var options = new VhostUserBlkFrontendOptions { Depth = 32, MaxRequestBytes = 4096, CompletionTimeoutMs = 3000 };
@@ -131,6 +123,16 @@ public sealed class DaemonGuestTests(BusFixture fixture) : IClassFixture<BusFixt
         // Exit 3 is leaked clusters only (an interrupted allocation), which qemu-img does not call corruption.
         (int code, string output) = Tool("qemu-img", "check", "-f", "qcow2", Path.Combine(pool, "vm1"));
         Assert.True(code is 0 or 3, $"qemu-img check exit {code}: {output}");
+    }
+
+    /// <summary>A config with pool "tank" in the temporary folder; lvstord's arguments, the pool directory, vm1's socket.</summary>
+    private (string[] Args, string Pool, string Socket) DaemonSetup()
+    {
+        string config = Path.Combine(_dir, "lvstord.yaml");
+        string pool = Path.Combine(_dir, "pools", "tank");
+        File.WriteAllText(config, $"admin_groups: [root]\npools: [ {{ name: tank, path: {pool} }} ]\nlogging: {{ format: simple }}\n");
+        string[] args = ["--config", config, "--bus", fixture.Bus!.Address, "--state-dir", Path.Combine(_dir, "state"), "--runtime-dir", Path.Combine(_dir, "run")];
+        return (args, pool, Path.Combine(_dir, "run", "tank", "vm1.sock"));
     }
 
     private static VhostUserBlkFrontend Connect(string socket) =>
