@@ -6,7 +6,7 @@ namespace LibvirtStorage.Client;
 /// <param name="Volumes">Volumes in all pools.</param>
 /// <param name="Exports">Listening export sockets.</param>
 /// <param name="ConnectedGuests">Guests connected to a socket.</param>
-/// <param name="Jobs">Jobs (running and recently finished).</param>
+/// <param name="Jobs">Running jobs (job-list also shows those finished in the last minute).</param>
 /// <param name="StartedAt">When lvstord started.</param>
 public sealed record ServiceStatus(
     uint Pools,

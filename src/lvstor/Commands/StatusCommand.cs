@@ -50,7 +50,7 @@ internal static class StatusCommand
                 ("Volumes", N(s.Volumes)),
                 ("Exports", N(s.Exports)),
                 ("Connected guests", N(s.ConnectedGuests)),
-                ("Jobs", N(s.Jobs)),
+                ("Running jobs", N(s.Jobs)),
             ]);
             if (users.Count == 0)
             {
