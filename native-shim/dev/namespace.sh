@@ -6,6 +6,8 @@
 #   native-shim/dev/namespace.sh start WORK LVSTORD   # WORK: scratch dir; LVSTORD: the lvstord executable
 #   native-shim/dev/namespace.sh virsh WORK ARGS...   # virsh -c qemu:///system ARGS inside the namespace
 #   native-shim/dev/namespace.sh exec WORK CMD...     # any command inside the namespace
+#   native-shim/dev/namespace.sh lvstord WORK LVSTORD # (re)start lvstord alone, after `kill $(cat WORK/run/lvstord.pid)`
+#   native-shim/dev/namespace.sh libvirtd WORK        # restart libvirtd alone (reloads the module)
 #   native-shim/dev/namespace.sh stop WORK            # stops what start started (by its pid files)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +15,16 @@ cmd=$1 work=$(realpath -m "$2"); shift 2
 
 holder_pid() { cat "$work/run/holder.pid"; }
 in_ns() { nsenter -t "$(holder_pid)" -m -n "$@"; }
+
+start_libvirtd() {
+    nsenter -t "$(holder_pid)" -m -n env DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket \
+        LIBVIRT_STORAGE_BACKEND_DIR="$work/backends" LIBVIRT_DRIVER_DIR="$work/drivers" \
+        LIBVIRT_LOG_OUTPUTS="1:file:$work/run/libvirtd.log" \
+        LIBVIRT_LOG_FILTERS="1:storage 1:util.module 3:*" \
+        libvirtd -p "$work/run/libvirtd.pid" </dev/null >"$work/run/libvirtd.out" 2>&1 &
+    for _ in $(seq 100); do in_ns test -S /run/libvirt/libvirt-sock && break; sleep 0.1; done
+    in_ns test -S /run/libvirt/libvirt-sock || { echo "libvirtd did not start: $work/run/libvirtd.out" >&2; exit 1; }
+}
 
 case $cmd in
 start)
@@ -54,18 +66,25 @@ CONF
     for _ in $(seq 50); do [ -s "$work/run/holder.pid" ] && break; sleep 0.1; done
     sleep 0.5
     in_ns dbus-daemon --config-file="$work/etc/bus.conf" --fork --print-pid > "$work/run/dbus.pid"
-    in_ns env DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket \
-        setsid "$lvstord" --bus unix:path=/run/dbus/system_bus_socket --state-dir "$work/state" \
+    nsenter -t "$(holder_pid)" -m -n env DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket \
+        "$lvstord" --bus unix:path=/run/dbus/system_bus_socket --state-dir "$work/state" \
         --runtime-dir /run/lvstor </dev/null >"$work/run/lvstord.log" 2>&1 &
     echo $! > "$work/run/lvstord.pid"
-    in_ns env DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket \
-        LIBVIRT_STORAGE_BACKEND_DIR="$work/backends" LIBVIRT_DRIVER_DIR="$work/drivers" \
-        LIBVIRT_LOG_OUTPUTS="1:file:$work/run/libvirtd.log" \
-        LIBVIRT_LOG_FILTERS="1:storage 1:util.module 3:*" \
-        setsid libvirtd -p "$work/run/libvirtd.pid" </dev/null >"$work/run/libvirtd.out" 2>&1 &
-    for _ in $(seq 100); do in_ns test -S /run/libvirt/libvirt-sock && break; sleep 0.1; done
-    in_ns test -S /run/libvirt/libvirt-sock || { echo "libvirtd did not start: $work/run/libvirtd.out" >&2; exit 1; }
+    start_libvirtd
     echo "namespace up: holder $(holder_pid), libvirtd $(cat "$work/run/libvirtd.pid"), lvstord $(cat "$work/run/lvstord.pid")"
+    ;;
+lvstord)   # restart lvstord alone: lvstord WORK LVSTORD
+    lvstord=$(realpath "$1")
+    nsenter -t "$(holder_pid)" -m -n env DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket \
+        "$lvstord" --bus unix:path=/run/dbus/system_bus_socket --state-dir "$work/state" \
+        --runtime-dir /run/lvstor </dev/null >>"$work/run/lvstord.log" 2>&1 &
+    echo $! > "$work/run/lvstord.pid"
+    ;;
+libvirtd)  # restart libvirtd alone (the module is reloaded)
+    kill "$(cat "$work/run/libvirtd.pid")"
+    for _ in $(seq 100); do in_ns test -S /run/libvirt/libvirt-sock || break; sleep 0.1; done
+    sleep 0.5
+    start_libvirtd
     ;;
 virsh) in_ns virsh -c qemu:///system "$@" ;;
 exec) in_ns "$@" ;;
