@@ -2,6 +2,7 @@
 # Hand-testing of the module: starts a private system bus, lvstord and libvirtd (with the module from
 # native-shim/build as its zfs storage backend) inside a private mount and network namespace, so nothing
 # touches the host's /run, /etc/libvirt or /var/lib/libvirt. Needs root, libvirt-daemon-system, dbus-daemon.
+# LVSTOR_SHIM_CHAIN_ZFS=/path/to/genuine/zfs.so in the environment is passed on to libvirtd.
 #
 #   native-shim/dev/namespace.sh start WORK LVSTORD   # WORK: scratch dir; LVSTORD: the lvstord executable
 #   native-shim/dev/namespace.sh virsh WORK ARGS...   # virsh -c qemu:///system ARGS inside the namespace
@@ -19,6 +20,7 @@ in_ns() { nsenter -t "$(holder_pid)" -m -n "$@"; }
 start_libvirtd() {
     nsenter -t "$(holder_pid)" -m -n env DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket \
         LIBVIRT_STORAGE_BACKEND_DIR="$work/backends" LIBVIRT_DRIVER_DIR="$work/drivers" \
+        ${LVSTOR_SHIM_CHAIN_ZFS:+LVSTOR_SHIM_CHAIN_ZFS="$LVSTOR_SHIM_CHAIN_ZFS"} \
         LIBVIRT_LOG_OUTPUTS="1:file:$work/run/libvirtd.log" \
         LIBVIRT_LOG_FILTERS="1:storage 1:util.module 3:*" \
         libvirtd -p "$work/run/libvirtd.pid" </dev/null >"$work/run/libvirtd.out" 2>&1 &
