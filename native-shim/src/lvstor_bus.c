@@ -187,7 +187,10 @@ lvstorCall(const char *path, const char *iface, const char *method, GVariant *ar
 
     if ((reply = lvstorCallQuiet(path, iface, method, args, replyType, fds_in, &err)))
         return reply;
-    what = g_strdup_printf("lvstord %s.%s", strrchr(iface, '.') + 1, method);
+    if (g_str_equal(iface, "org.freedesktop.DBus.Properties"))
+        what = g_strdup_printf("lvstord %s of %s", method, path); /* Get/GetAll: name the object */
+    else
+        what = g_strdup_printf("lvstord %s.%s", strrchr(iface, '.') + 1, method);
     lvstorReportError(what, err, notFound);
     return NULL;
 }
