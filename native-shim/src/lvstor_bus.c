@@ -86,6 +86,21 @@ lvstorErrorIs(GError *err, const char *kind)
         g_str_equal(name + strlen(LVSTOR_ERROR_PREFIX), kind);
 }
 
+gboolean
+lvstorErrorIsNotRunning(GError *err)
+{
+    g_autofree char *name = NULL;
+
+    if (!err)
+        return FALSE;
+    if (!g_dbus_error_is_remote_error(err))
+        return !g_error_matches(err, G_IO_ERROR, G_IO_ERROR_TIMED_OUT); /* no bus, or it closed */
+    name = g_dbus_error_get_remote_error(err);
+    return g_str_equal(name, "org.freedesktop.DBus.Error.ServiceUnknown") ||
+        g_str_equal(name, "org.freedesktop.DBus.Error.NameHasNoOwner") ||
+        g_str_equal(name, "org.freedesktop.DBus.Error.Disconnected");
+}
+
 /* Maps org.lvstor.Storage1.Error.<kind> to the libvirt error code virsh users expect. */
 static int
 lvstorErrorCode(const char *kind, lvstorNotFoundKind notFound)

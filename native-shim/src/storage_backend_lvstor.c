@@ -146,6 +146,11 @@ lvstorStartPool(virStoragePoolObj *pool)
                        "its images in", def->name);
         return -1;
     }
+    /* D-Bus strings must be UTF-8 (GVariant would refuse them with a critical warning). */
+    if (!g_utf8_validate(def->name, -1, NULL) || !g_utf8_validate(def->target.path, -1, NULL)) {
+        virReportError(VIR_ERR_INVALID_ARG, "%s", "pool name and target path must be UTF-8");
+        return -1;
+    }
 
     reply = lvstorCallQuiet(LVSTOR_MANAGER_PATH, LVSTOR_MANAGER_IFACE, "GetPool",
                             g_variant_new("(s)", def->name), "(o)", NULL, &err);
@@ -235,15 +240,23 @@ lvstorStopPool(virStoragePoolObj *pool)
     g_autoptr(GVariant) reply = NULL;
     g_autofree char *path = NULL;
 
-    if (!(path = lvstorPoolPath(def->name)))
-        return -1;
-    reply = lvstorCallQuiet(path, LVSTOR_POOL_IFACE, "Stop", NULL, NULL, NULL, &err);
-    /* Stopping a pool lvstord already has stopped is no error (pool-destroy after an lvstord restart). */
-    if (!reply && !lvstorErrorIs(err, "Invalid")) {
-        lvstorReportError("lvstord Pool.Stop", err, LVSTOR_NOT_FOUND_IS_POOL);
-        return -1;
+    reply = lvstorCallQuiet(LVSTOR_MANAGER_PATH, LVSTOR_MANAGER_IFACE, "GetPool", g_variant_new("(s)", def->name),
+                            "(o)", NULL, &err);
+    if (reply) {
+        g_variant_get(reply, "(o)", &path);
+        g_clear_pointer(&reply, g_variant_unref);
+        reply = lvstorCallQuiet(path, LVSTOR_POOL_IFACE, "Stop", NULL, NULL, NULL, &err);
     }
-    return 0;
+    if (reply)
+        return 0;
+    /* Nothing to stop: lvstord is down (its sockets are gone with it), forgot the pool, or already stopped it
+     * (Invalid). A guest still connected (InUse) and everything else keeps the pool running. */
+    if (lvstorErrorIsNotRunning(err) || lvstorErrorIs(err, "NotFound") || lvstorErrorIs(err, "Invalid")) {
+        VIR_WARN("pool '%s' stopped in libvirt only: %s", def->name, err->message);
+        return 0;
+    }
+    lvstorReportError("lvstord Pool.Stop", err, LVSTOR_NOT_FOUND_IS_POOL);
+    return -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -262,6 +275,10 @@ lvstorCreateVol(virStoragePoolObj *pool, virStorageVolDef *vol)
     g_autoptr(GVariant) reply = NULL;
     g_autoptr(GError) err = NULL;
 
+    if (!g_utf8_validate(vol->name, -1, NULL)) {
+        virReportError(VIR_ERR_INVALID_ARG, "%s", "volume names must be UTF-8");
+        return -1;
+    }
     if (!(runtimeDirectory = lvstorRuntimeDirectory()) || !(poolPath = lvstorPoolPath(def->name)))
         return -1;
     reply = lvstorCallQuiet(poolPath, LVSTOR_POOL_IFACE, "GetVolume", g_variant_new("(s)", vol->name),
