@@ -4,7 +4,7 @@ CONFIG ?= Debug
 DEMO_DIR ?= .demo
 LVSTOR := src/lvstor/bin/$(CONFIG)/net10.0/lvstor.dll
 
-.PHONY: all build test bench demo guest-smoke soak clean
+.PHONY: all build test bench demo guest-smoke soak shim clean
 
 all: build
 
@@ -47,6 +47,11 @@ soak:
 	$(DOTNET) build -c Release src/lvstor-vhost-blk
 	tests/guest/soak.sh $(SOAK_RUNS) env LVSTOR_SMOKE_BACKEND=lvstor tests/guest/qsd-smoke.sh fio
 	tests/guest/soak.sh $(SOAK_RUNS) env LVSTOR_SMOKE_BACKEND=qsd tests/guest/qsd-smoke.sh fio
+
+# The libvirt storage module (native-shim/README.md): fetches Debian's source of the installed libvirt with
+# apt-get source and builds native-shim/build/libvirt_storage_backend_zfs.so against it.
+shim:
+	$(MAKE) -C native-shim
 
 clean:
 	$(DOTNET) clean LibvirtStorage.sln -c $(CONFIG)

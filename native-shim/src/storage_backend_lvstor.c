@@ -1,0 +1,675 @@
+/*
+ * storage_backend_lvstor.c: libvirt storage backend that delegates pools and volumes to lvstord.
+ *
+ * Loaded by libvirtd's storage driver from the zfs module slot (libvirt_storage_backend_zfs.so,
+ * virStorageBackendZFSRegister), it registers a backend for pool type "vstorage", which Debian never builds,
+ * and chain-loads the genuine zfs module when it was diverted aside. Every callback forwards to lvstord over
+ * the system bus (lvstor_bus.c). libvirt never opens an image: a volume's path is its vhost-user socket.
+ *
+ * Locking (libvirt 9.0 storage_driver.c): the pool object is locked during checkPool, startPool,
+ * refreshPool, stopPool, createVol, refreshVol, deleteVol and resizeVol, so those make only short calls;
+ * buildVol, buildVolFrom, uploadVol, downloadVol and wipeVol run unlocked and may wait for lvstord's jobs.
+ */
+#include <config.h>
+
+#include <dlfcn.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <gio/gunixfdlist.h>
+
+#include "internal.h"
+#include "storage_backend.h"
+#include "virerror.h"
+#include "virfdstream.h"
+#include "virlog.h"
+
+#include "lvstor_bus.h"
+#include "shim-build-version.h"
+
+#define VIR_FROM_THIS VIR_FROM_STORAGE
+
+VIR_LOG_INIT("storage.storage_backend_lvstor");
+
+#ifndef LVSTOR_CHAIN_ZFS_DEFAULT
+# define LVSTOR_CHAIN_ZFS_DEFAULT \
+    "/usr/lib/x86_64-linux-gnu/libvirt/storage-backend/libvirt_storage_backend_zfs.so.distrib"
+#endif
+
+/* Exported so `strings`/`nm` show which libvirt a built module belongs to. */
+const char lvstorShimBuiltForLibvirt[] = SHIM_LIBVIRT_DEB_VERSION;
+
+/* ------------------------------------------------------------------ */
+/* volume definitions from lvstord's Volume properties                 */
+
+/* The path libvirt shows for one layer of a backing chain: another volume's socket, or for a snapshot
+ * layer (which has no socket of its own) the layer's file, shown for information only. */
+static char *
+lvstorBackingLayerPath(const char *runtimeDirectory, const char *pool,
+                       const char *volume, const char *snapshot, const char *file)
+{
+    if (*volume && !*snapshot)
+        return lvstorSocketPath(runtimeDirectory, pool, volume);
+    return g_strdup(file);
+}
+
+static int
+lvstorFormatFromString(const char *format)
+{
+    int value = virStorageFileFormatTypeFromString(format);
+    return value < 0 ? VIR_STORAGE_FILE_NONE : value;
+}
+
+/* Replaces vol's sizes, format and backing chain with what lvstord reports. */
+static void
+lvstorFillVolDef(virStorageVolDef *vol, GVariant *props, const char *runtimeDirectory, const char *pool)
+{
+    g_autoptr(GVariant) chain = NULL;
+    virStorageSource *layer = &vol->target;
+    GVariantIter iter;
+    const char *volume, *snapshot, *format, *file;
+
+    vol->type = VIR_STORAGE_VOL_FILE;
+    vol->target.type = VIR_STORAGE_TYPE_FILE;
+    vol->target.capacity = lvstorDictU64(props, "Capacity");
+    vol->target.allocation = lvstorDictU64(props, "Allocation");
+    vol->target.physical = vol->target.allocation;
+    vol->target.format = lvstorFormatFromString(lvstorDictString(props, "Format"));
+
+    /* Always rebuilt: libvirt itself may have probed the path (it does after vol-wipe). */
+    virStorageSourceBackingStoreClear(&vol->target);
+    if (!(chain = g_variant_lookup_value(props, "BackingChain", G_VARIANT_TYPE("a(ssss)"))))
+        return;
+    g_variant_iter_init(&iter, chain);
+    while (g_variant_iter_next(&iter, "(&s&s&s&s)", &volume, &snapshot, &format, &file)) {
+        layer->backingStore = virStorageSourceNew();
+        layer = layer->backingStore;
+        layer->type = VIR_STORAGE_TYPE_FILE;
+        layer->path = lvstorBackingLayerPath(runtimeDirectory, pool, volume, snapshot, file);
+        layer->format = lvstorFormatFromString(format);
+    }
+}
+
+/* A voldef for a volume lvstord lists; key and path are the volume's socket (see createVol). */
+static virStorageVolDef *
+lvstorNewVolDef(GVariant *props, const char *runtimeDirectory, const char *pool)
+{
+    virStorageVolDef *vol = g_new0(virStorageVolDef, 1);
+
+    vol->name = g_strdup(lvstorDictString(props, "Name"));
+    vol->target.path = g_strdup(lvstorDictString(props, "Path"));
+    vol->key = g_strdup(vol->target.path);
+    lvstorFillVolDef(vol, props, runtimeDirectory, pool);
+    return vol;
+}
+
+/* ------------------------------------------------------------------ */
+/* pools                                                               */
+
+static int
+lvstorCheckPool(virStoragePoolObj *pool, bool *active)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *path = NULL;
+    g_autoptr(GVariant) props = NULL;
+
+    /* Runs while libvirtd starts: lvstord being down must not stop libvirtd, only leave the pool inactive. */
+    *active = false;
+    if (!(path = lvstorPoolPath(def->name)) ||
+        !(props = lvstorGetAll(path, LVSTOR_POOL_IFACE, LVSTOR_NOT_FOUND_IS_POOL))) {
+        VIR_WARN("pool '%s' left inactive: %s", def->name, virGetLastErrorMessage());
+        virResetLastError();
+        return 0;
+    }
+    *active = lvstorDictBool(props, "Active");
+    return 0;
+}
+
+/* Directory paths compared as written, ignoring trailing slashes. */
+static bool
+lvstorSameDirectory(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+
+    while (la > 1 && a[la - 1] == '/')
+        la--;
+    while (lb > 1 && b[lb - 1] == '/')
+        lb--;
+    return la == lb && strncmp(a, b, la) == 0;
+}
+
+static int
+lvstorStartPool(virStoragePoolObj *pool)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(GVariant) props = NULL;
+    g_autofree char *path = NULL;
+    const char *lvstorPath;
+
+    if (!def->target.path) {
+        virReportError(VIR_ERR_INVALID_ARG, "pool '%s' needs <target><path>: the directory lvstord keeps "
+                       "its images in", def->name);
+        return -1;
+    }
+
+    reply = lvstorCallQuiet(LVSTOR_MANAGER_PATH, LVSTOR_MANAGER_IFACE, "GetPool",
+                            g_variant_new("(s)", def->name), "(o)", NULL, &err);
+    if (!reply && lvstorErrorIs(err, "NotFound")) {
+        g_clear_error(&err);
+        reply = lvstorCallQuiet(LVSTOR_MANAGER_PATH, LVSTOR_MANAGER_IFACE, "DefinePool",
+                                g_variant_new("(ss)", def->name, def->target.path), "(o)", NULL, &err);
+    }
+    if (!reply) {
+        lvstorReportError("lvstord GetPool/DefinePool", err, LVSTOR_NOT_FOUND_IS_POOL);
+        return -1;
+    }
+    g_variant_get(reply, "(o)", &path);
+
+    if (!(props = lvstorGetAll(path, LVSTOR_POOL_IFACE, LVSTOR_NOT_FOUND_IS_POOL)))
+        return -1;
+    lvstorPath = lvstorDictString(props, "Path");
+    if (!lvstorSameDirectory(lvstorPath, def->target.path)) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       "lvstord already has a pool '%s' over '%s', not '%s': use that path in the pool's "
+                       "<target><path>, or another pool name", def->name, lvstorPath, def->target.path);
+        return -1;
+    }
+    if (lvstorDictBool(props, "Active"))
+        return 0;
+
+    g_clear_pointer(&reply, g_variant_unref);
+    if (!(reply = lvstorCall(path, LVSTOR_POOL_IFACE, "Start", NULL, NULL, NULL, LVSTOR_NOT_FOUND_IS_POOL)))
+        return -1;
+    return 0;
+}
+
+static int
+lvstorRefreshPool(virStoragePoolObj *pool)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *path = NULL;
+    g_autofree char *runtimeDirectory = NULL;
+    g_autoptr(GVariant) refreshed = NULL;
+    g_autoptr(GVariant) props = NULL;
+    g_autoptr(GVariant) objects = NULL;
+    g_autoptr(GVariant) tree = NULL;
+    GVariantIter iter;
+    GVariant *interfaces;
+    const char *objectPath;
+
+    if (!(path = lvstorPoolPath(def->name)) ||
+        !(runtimeDirectory = lvstorRuntimeDirectory()) ||
+        !(refreshed = lvstorCall(path, LVSTOR_POOL_IFACE, "Refresh", NULL, "(asa(ss))", NULL,
+                                 LVSTOR_NOT_FOUND_IS_POOL)) ||
+        !(props = lvstorGetAll(path, LVSTOR_POOL_IFACE, LVSTOR_NOT_FOUND_IS_POOL)))
+        return -1;
+
+    def->capacity = lvstorDictU64(props, "Capacity");
+    def->allocation = lvstorDictU64(props, "Allocation");
+    def->available = lvstorDictU64(props, "Available");
+
+    /* One round trip for every volume's properties. */
+    if (!(objects = lvstorCall(LVSTOR_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+                               "GetManagedObjects", NULL, "(a{oa{sa{sv}}})", NULL, LVSTOR_NOT_FOUND_IS_POOL)))
+        return -1;
+    tree = g_variant_get_child_value(objects, 0);
+    g_variant_iter_init(&iter, tree);
+    while (g_variant_iter_next(&iter, "{&o@a{sa{sv}}}", &objectPath, &interfaces)) {
+        g_autoptr(GVariant) owned = interfaces;
+        g_autoptr(GVariant) volume = g_variant_lookup_value(owned, LVSTOR_VOLUME_IFACE, G_VARIANT_TYPE("a{sv}"));
+        virStorageVolDef *vol;
+
+        if (!volume || !g_str_equal(lvstorDictString(volume, "PoolName"), def->name))
+            continue;
+        vol = lvstorNewVolDef(volume, runtimeDirectory, def->name);
+        if (virStoragePoolObjAddVol(pool, vol) < 0) {
+            virReportError(VIR_ERR_INTERNAL_ERROR, "cannot list volume '%s' (%s) of pool '%s'",
+                           vol->name, objectPath, def->name);
+            virStorageVolDefFree(vol);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+lvstorStopPool(virStoragePoolObj *pool)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GVariant) reply = NULL;
+    g_autofree char *path = NULL;
+
+    if (!(path = lvstorPoolPath(def->name)))
+        return -1;
+    reply = lvstorCallQuiet(path, LVSTOR_POOL_IFACE, "Stop", NULL, NULL, NULL, &err);
+    /* Stopping a pool lvstord already has stopped is no error (pool-destroy after an lvstord restart). */
+    if (!reply && !lvstorErrorIs(err, "Invalid")) {
+        lvstorReportError("lvstord Pool.Stop", err, LVSTOR_NOT_FOUND_IS_POOL);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* volumes                                                             */
+
+/* libvirt needs the key and path before the volume exists (virGetStorageVol, the pool's lookup tables), and
+ * vol-clone reuses the source's XML, path included. Both are therefore the socket lvstord will give the
+ * volume, <runtime-dir>/<pool>/<name>.sock: known in advance, unique on the host, stable for the volume's
+ * life; lvstord's own key (a UUID) is not known until the volume exists. */
+static int
+lvstorCreateVol(virStoragePoolObj *pool, virStorageVolDef *vol)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *runtimeDirectory = NULL;
+    g_autofree char *poolPath = NULL;
+    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(GError) err = NULL;
+
+    if (!(runtimeDirectory = lvstorRuntimeDirectory()) || !(poolPath = lvstorPoolPath(def->name)))
+        return -1;
+    reply = lvstorCallQuiet(poolPath, LVSTOR_POOL_IFACE, "GetVolume", g_variant_new("(s)", vol->name),
+                            "(o)", NULL, &err);
+    if (reply) {
+        virReportError(VIR_ERR_STORAGE_VOL_EXIST, "volume '%s' already exists in pool '%s'",
+                       vol->name, def->name);
+        return -1;
+    }
+    if (!lvstorErrorIs(err, "NotFound")) {
+        lvstorReportError("lvstord Pool.GetVolume", err, LVSTOR_NOT_FOUND_IS_VOLUME);
+        return -1;
+    }
+
+    vol->type = VIR_STORAGE_VOL_FILE;
+    vol->target.type = VIR_STORAGE_TYPE_FILE;
+    g_free(vol->target.path);
+    vol->target.path = lvstorSocketPath(runtimeDirectory, def->name, vol->name);
+    g_free(vol->key);
+    vol->key = g_strdup(vol->target.path);
+    return 0;
+}
+
+/* The name of the volume a <backingStore><path> names: its socket path (as vol-path prints it), or a
+ * plain volume name of the same pool. */
+static char *
+lvstorBackingVolumeName(virStoragePoolDef *def, const char *backingPath)
+{
+    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(GVariant) props = NULL;
+    g_autofree char *path = NULL;
+
+    if (backingPath[0] != '/')
+        return g_strdup(backingPath);
+    if (!(reply = lvstorCall(LVSTOR_MANAGER_PATH, LVSTOR_MANAGER_IFACE, "GetVolumeByPath",
+                             g_variant_new("(s)", backingPath), "(o)", NULL, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return NULL;
+    g_variant_get(reply, "(o)", &path);
+    if (!(props = lvstorGetAll(path, LVSTOR_VOLUME_IFACE, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return NULL;
+    if (!g_str_equal(lvstorDictString(props, "PoolName"), def->name)) {
+        virReportError(VIR_ERR_INVALID_ARG, "backing volume '%s' is in pool '%s', not in '%s': a backing "
+                       "volume must be in the same pool", backingPath, lvstorDictString(props, "PoolName"),
+                       def->name);
+        return NULL;
+    }
+    return g_strdup(lvstorDictString(props, "Name"));
+}
+
+static int
+lvstorBuildVol(virStoragePoolObj *pool, virStorageVolDef *vol, unsigned int flags)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *poolPath = NULL;
+    g_autofree char *backing = NULL;
+    g_autoptr(GVariant) reply = NULL;
+    const char *format;
+
+    /* lvstord makes qcow2 metadata only and raw files sparse, so preallocating metadata is what it does. */
+    virCheckFlags(VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA, -1);
+
+    format = vol->target.format == VIR_STORAGE_FILE_NONE ? "" : virStorageFileFormatTypeToString(vol->target.format);
+    if (!format || (*format && !g_str_equal(format, "raw") && !g_str_equal(format, "qcow2"))) {
+        virReportError(VIR_ERR_INVALID_ARG, "volume format '%s' is not supported: use raw or qcow2",
+                       NULLSTR(format));
+        return -1;
+    }
+    if (virStorageSourceHasBacking(&vol->target) &&
+        !(backing = lvstorBackingVolumeName(def, vol->target.backingStore->path)))
+        return -1;
+    if (!*format)
+        format = backing ? "qcow2" : "raw";
+
+    if (!(poolPath = lvstorPoolPath(def->name)) ||
+        !(reply = lvstorCall(poolPath, LVSTOR_POOL_IFACE, "CreateVolume",
+                             g_variant_new("(sstsa{sv})", vol->name, format, (guint64) vol->target.capacity,
+                                           backing ? backing : "", NULL),
+                             "(o)", NULL, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return -1;
+    return 0;
+}
+
+/* Starts a job method on a volume and waits for it; resultPath as in lvstorWaitJob. */
+static int
+lvstorRunVolumeJob(const char *pool, const char *volume, const char *method, GVariant *args,
+                   char **resultPath)
+{
+    g_autofree char *path = NULL;
+    g_autofree char *jobPath = NULL;
+    g_autofree char *what = NULL;
+    g_autoptr(GVariant) reply = NULL;
+
+    if (!(path = lvstorVolumePath(pool, volume))) {
+        if (args)
+            g_variant_unref(g_variant_ref_sink(args));
+        return -1;
+    }
+    if (!(reply = lvstorCall(path, LVSTOR_VOLUME_IFACE, method, args, "(o)", NULL, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return -1;
+    g_variant_get(reply, "(o)", &jobPath);
+    what = g_strdup_printf("%s of volume '%s'", method, volume);
+    return lvstorWaitJob(what, jobPath, resultPath);
+}
+
+/* vol-clone: libvirt passes the new volume's definition (from createVol) and the source's. */
+static int
+lvstorBuildVolFrom(virStoragePoolObj *pool, virStorageVolDef *newvol, virStorageVolDef *origvol,
+                   unsigned int flags)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    const char *format = "";
+
+    virCheckFlags(VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA | VIR_STORAGE_VOL_CREATE_REFLINK, -1);
+
+    if (newvol->target.format != VIR_STORAGE_FILE_NONE &&
+        newvol->target.format != origvol->target.format &&
+        !(format = virStorageFileFormatTypeToString(newvol->target.format)))
+        format = "";
+    if (lvstorRunVolumeJob(def->name, origvol->name, "Clone",
+                           g_variant_new("(sss)", newvol->name, "full", format), NULL) < 0)
+        return -1;
+
+    /* libvirt lets the new volume's XML ask for more capacity than the source has. */
+    if (newvol->target.capacity > origvol->target.capacity) {
+        g_autofree char *path = lvstorVolumePath(def->name, newvol->name);
+        g_autoptr(GVariant) reply = NULL;
+
+        if (!path ||
+            !(reply = lvstorCall(path, LVSTOR_VOLUME_IFACE, "Resize",
+                                 g_variant_new("(tb)", (guint64) newvol->target.capacity, FALSE),
+                                 NULL, NULL, LVSTOR_NOT_FOUND_IS_VOLUME)))
+            return -1;
+    }
+    return 0;
+}
+
+static int
+lvstorRefreshVol(virStoragePoolObj *pool, virStorageVolDef *vol)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *runtimeDirectory = NULL;
+    g_autofree char *path = NULL;
+    g_autoptr(GVariant) props = NULL;
+
+    if (!(runtimeDirectory = lvstorRuntimeDirectory()) ||
+        !(path = lvstorVolumePath(def->name, vol->name)) ||
+        !(props = lvstorGetAll(path, LVSTOR_VOLUME_IFACE, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return -1;
+    if (!g_str_equal(lvstorDictString(props, "Path"), NULLSTR_EMPTY(vol->target.path)))
+        VIR_WARN("volume '%s': lvstord's socket is %s, libvirt has %s; run pool-refresh",
+                 vol->name, lvstorDictString(props, "Path"), NULLSTR(vol->target.path));
+    lvstorFillVolDef(vol, props, runtimeDirectory, def->name);
+    return 0;
+}
+
+static int
+lvstorDeleteVol(virStoragePoolObj *pool, virStorageVolDef *vol, unsigned int flags)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *poolPath = NULL;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(GVariant) deleted = NULL;
+    g_autofree char *path = NULL;
+
+    virCheckFlags(0, -1);
+
+    if (!(poolPath = lvstorPoolPath(def->name)))
+        return -1;
+    reply = lvstorCallQuiet(poolPath, LVSTOR_POOL_IFACE, "GetVolume", g_variant_new("(s)", vol->name),
+                            "(o)", NULL, &err);
+    /* Already gone (also libvirt's clean-up after a failed vol-clone): nothing to delete. */
+    if (!reply && lvstorErrorIs(err, "NotFound"))
+        return 0;
+    if (!reply) {
+        lvstorReportError("lvstord Pool.GetVolume", err, LVSTOR_NOT_FOUND_IS_VOLUME);
+        return -1;
+    }
+    g_variant_get(reply, "(o)", &path);
+    if (!(deleted = lvstorCall(path, LVSTOR_VOLUME_IFACE, "Delete", NULL, NULL, NULL, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return -1;
+    return 0;
+}
+
+static int
+lvstorResizeVol(virStoragePoolObj *pool, virStorageVolDef *vol, unsigned long long capacity,
+                unsigned int flags)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *path = NULL;
+    g_autoptr(GVariant) reply = NULL;
+
+    /* --delta arrives already turned into an absolute capacity by libvirt. */
+    virCheckFlags(VIR_STORAGE_VOL_RESIZE_ALLOCATE | VIR_STORAGE_VOL_RESIZE_DELTA |
+                  VIR_STORAGE_VOL_RESIZE_SHRINK, -1);
+    if (flags & VIR_STORAGE_VOL_RESIZE_ALLOCATE) {
+        virReportError(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
+                       "lvstord keeps volumes sparse: --allocate is not supported");
+        return -1;
+    }
+    if (!(path = lvstorVolumePath(def->name, vol->name)) ||
+        !(reply = lvstorCall(path, LVSTOR_VOLUME_IFACE, "Resize",
+                             g_variant_new("(tb)", (guint64) capacity,
+                                           (flags & VIR_STORAGE_VOL_RESIZE_SHRINK) != 0),
+                             NULL, NULL, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return -1;
+    return 0;
+}
+
+static int
+lvstorWipeVol(virStoragePoolObj *pool, virStorageVolDef *vol, unsigned int algorithm, unsigned int flags)
+{
+    virCheckFlags(0, -1);
+    if (algorithm != VIR_STORAGE_VOL_WIPE_ALG_ZERO) {
+        virReportError(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
+                       "lvstord wipes with zeroes only: use --algorithm zero (the default)");
+        return -1;
+    }
+    return lvstorRunVolumeJob(virStoragePoolObjGetDef(pool)->name, vol->name, "Wipe", NULL, NULL);
+}
+
+/* Waits for an upload or download job in the background: the callback must return for libvirt to start
+ * moving the stream, and the job ends when the stream's end of the socket closes. */
+typedef struct {
+    char *what;
+    char *jobPath;
+} lvstorTransfer;
+
+static gpointer
+lvstorWatchTransfer(gpointer opaque)
+{
+    lvstorTransfer *transfer = opaque;
+
+    if (lvstorWaitJob(transfer->what, transfer->jobPath, NULL) < 0) {
+        VIR_ERROR("%s failed: %s", transfer->what, virGetLastErrorMessage());
+        virResetLastError();
+    }
+    g_free(transfer->what);
+    g_free(transfer->jobPath);
+    g_free(transfer);
+    return NULL;
+}
+
+static void
+lvstorClose(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* Hands one end of a socket pair to lvstord's Upload/Download job and the other to libvirt's fd stream. */
+static int
+lvstorStreamVol(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
+                const char *method, unsigned long long offset, unsigned long long length)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *path = NULL;
+    g_autoptr(GUnixFDList) fds = NULL;
+    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(GError) err = NULL;
+    lvstorTransfer *transfer;
+    int pair[2];
+
+    if (!(path = lvstorVolumePath(def->name, vol->name)))
+        return -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+        virReportSystemError(errno, "%s", "cannot create a socket pair for the volume stream");
+        return -1;
+    }
+    fds = g_unix_fd_list_new();
+    if (g_unix_fd_list_append(fds, pair[1], &err) < 0) {
+        virReportError(VIR_ERR_INTERNAL_ERROR, "cannot pass the stream's socket: %s", err->message);
+        goto error;
+    }
+    lvstorClose(&pair[1]); /* lvstord holds its own copy now; EOF reaches it when libvirt closes ours */
+    if (!(reply = lvstorCall(path, LVSTOR_VOLUME_IFACE, method,
+                             g_variant_new("(htt)", 0, (guint64) offset, (guint64) length),
+                             "(o)", fds, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        goto error;
+    g_clear_object(&fds);
+
+    if (virFDStreamOpen(stream, pair[0]) < 0)
+        goto error;
+
+    transfer = g_new0(lvstorTransfer, 1);
+    transfer->what = g_strdup_printf("%s of volume '%s'", method, vol->name);
+    g_variant_get(reply, "(o)", &transfer->jobPath);
+    g_thread_unref(g_thread_new("lvstor-transfer", lvstorWatchTransfer, transfer));
+    return 0;
+
+ error:
+    lvstorClose(&pair[0]);
+    lvstorClose(&pair[1]);
+    return -1;
+}
+
+static int
+lvstorUploadVol(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
+                unsigned long long offset, unsigned long long length, unsigned int flags)
+{
+    /* A sparse stream needs libvirt's hole-aware file streams; lvstord reads a plain byte stream. */
+    virCheckFlags(0, -1);
+    return lvstorStreamVol(pool, vol, stream, "Upload", offset, length);
+}
+
+static int
+lvstorDownloadVol(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
+                  unsigned long long offset, unsigned long long length, unsigned int flags)
+{
+    virCheckFlags(0, -1);
+    return lvstorStreamVol(pool, vol, stream, "Download", offset, length);
+}
+
+static virStorageBackend lvstorBackend = {
+    .type = VIR_STORAGE_POOL_VSTORAGE,
+
+    .checkPool = lvstorCheckPool,
+    .startPool = lvstorStartPool,
+    .refreshPool = lvstorRefreshPool,
+    .stopPool = lvstorStopPool,
+
+    .createVol = lvstorCreateVol,
+    .buildVol = lvstorBuildVol,
+    .buildVolFrom = lvstorBuildVolFrom,
+    .refreshVol = lvstorRefreshVol,
+    .deleteVol = lvstorDeleteVol,
+    .resizeVol = lvstorResizeVol,
+    .uploadVol = lvstorUploadVol,
+    .downloadVol = lvstorDownloadVol,
+    .wipeVol = lvstorWipeVol,
+};
+
+/* ------------------------------------------------------------------ */
+/* registration                                                        */
+
+/* Chain-loads the genuine module of our slot; nothing it does may fail the storage driver. */
+static void
+lvstorChainLoad(const char *path, const char *function)
+{
+    void *handle;
+    int (*registerFunction)(void);
+
+    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+        VIR_DEBUG("no genuine zfs module at %s", path);
+        return;
+    }
+    if (!(handle = dlopen(path, RTLD_NOW | RTLD_GLOBAL | RTLD_NODELETE))) {
+        VIR_ERROR("cannot load the genuine zfs module %s: %s", path, dlerror());
+        return;
+    }
+    if (!(registerFunction = (int (*)(void)) dlsym(handle, function))) {
+        VIR_ERROR("the genuine zfs module %s has no %s", path, function);
+        return;
+    }
+    if (registerFunction() < 0) {
+        VIR_ERROR("the genuine zfs module %s failed to register: %s", path, virGetLastErrorMessage());
+        virResetLastError();
+        return;
+    }
+    VIR_INFO("chain-loaded the genuine zfs module %s", path);
+}
+
+/* True when the libvirt we run in is the one whose headers laid out the structs we touch. */
+static bool
+lvstorLibvirtMatches(void)
+{
+    unsigned long running = 0;
+
+    if (virGetVersion(&running, NULL, NULL) < 0) {
+        virResetLastError();
+        return false;
+    }
+    if (running != SHIM_LIBVIRT_VERSION_NUMBER) {
+        VIR_ERROR("lvstor storage module built for libvirt %s (%d) but libvirt %lu.%lu.%lu is running: "
+                  "pool type vstorage stays unavailable; rebuild the module (make shim) and reinstall it",
+                  SHIM_LIBVIRT_DEB_VERSION, SHIM_LIBVIRT_VERSION_NUMBER,
+                  running / 1000000, (running / 1000) % 1000, running % 1000);
+        return false;
+    }
+    return true;
+}
+
+int virStorageBackendZFSRegister(void);
+
+/* Must return 0 whatever happens: a storage module whose register function fails stops libvirtd. No D-Bus
+ * here either: lvstord may start after libvirtd. */
+int
+virStorageBackendZFSRegister(void)
+{
+    const char *chain = g_getenv("LVSTOR_SHIM_CHAIN_ZFS");
+
+    if (lvstorLibvirtMatches()) {
+        if (virStorageBackendRegister(&lvstorBackend) < 0) {
+            VIR_ERROR("cannot register the lvstor backend for pool type vstorage: %s",
+                      virGetLastErrorMessage());
+            virResetLastError();
+        } else {
+            VIR_INFO("lvstor backend registered for pool type vstorage (built for libvirt %s)",
+                     SHIM_LIBVIRT_DEB_VERSION);
+        }
+    }
+    lvstorChainLoad(chain && *chain ? chain : LVSTOR_CHAIN_ZFS_DEFAULT, "virStorageBackendZFSRegister");
+    return 0;
+}
