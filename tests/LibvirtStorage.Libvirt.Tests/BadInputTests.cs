@@ -20,7 +20,7 @@ public sealed class BadInputTests(LibvirtWorld world)
         return r;
     }
 
-    private string Volumes(string pool) => world.VirshOk("vol-list", pool, "--name");
+    private string Volumes(string pool) => world.VolumeNames(pool);
 
     [LibvirtFact]
     public void A_volume_in_a_missing_pool_is_refused()

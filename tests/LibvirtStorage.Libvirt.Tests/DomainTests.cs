@@ -62,7 +62,7 @@ public sealed class DomainTests(LibvirtWorld world, ITestOutputHelper output)
         Assert.True(shrink.ExitCode != 0, $"shrinking a disk under a running guest succeeded:\n{shrink}");
         Assert.Contains("in use", shrink.Stderr, StringComparison.OrdinalIgnoreCase);
 
-        Assert.Contains("live.raw", world.VirshOk("vol-list", pool, "--name"));
+        Assert.Contains("live.raw", world.VolumeNames(pool));
         Assert.Equal(0, world.Exec("test", "-S", socket).ExitCode);
 
         world.VirshOk("vol-resize", "--pool", pool, "live.raw", "96M");

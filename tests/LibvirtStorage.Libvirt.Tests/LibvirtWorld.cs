@@ -58,6 +58,16 @@ public sealed class LibvirtWorld : IDisposable
         return r.Stdout;
     }
 
+    /// <summary>
+    /// The volume names of a pool, one per line, sorted (virsh 9.0's vol-list has no --name: the first column of
+    /// the table below its dashed line).
+    /// </summary>
+    public string VolumeNames(string pool) =>
+        string.Join('\n', VirshOk("vol-list", pool).Split('\n')
+            .SkipWhile(l => !l.StartsWith("---", StringComparison.Ordinal)).Skip(1)
+            .Select(l => l.Trim()).Where(l => l.Length > 0)
+            .Select(l => l.Split(' ', 2)[0]).Order(StringComparer.Ordinal));
+
     /// <summary>A command inside the namespace.</summary>
     public CommandResult Exec(params string[] args) => Harness(["exec", .. args]);
 

@@ -46,7 +46,7 @@ public sealed class LvstordOutageTests(LibvirtWorld world)
         world.VirshOk("vol-info", "--pool", pool, "a.qcow2");
         world.VirshOk("vol-create-as", pool, "b.qcow2", "8M", "--format", "qcow2");
         world.VirshOk("pool-refresh", pool);
-        string list = world.VirshOk("vol-list", pool, "--name");
+        string list = world.VolumeNames(pool);
         Assert.Contains("a.qcow2", list);
         Assert.Contains("b.qcow2", list);
         Assert.Equal(8L * 1024 * 1024, VolumeXml.Parse(world.VirshOk("vol-dumpxml", "--pool", pool, "a.qcow2")).Capacity);
