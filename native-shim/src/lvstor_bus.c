@@ -93,7 +93,7 @@ lvstorErrorCode(const char *kind, lvstorNotFoundKind notFound)
     if (g_str_equal(kind, "NotFound"))
         return notFound == LVSTOR_NOT_FOUND_IS_POOL ? VIR_ERR_NO_STORAGE_POOL : VIR_ERR_NO_STORAGE_VOL;
     if (g_str_equal(kind, "Exists"))
-        return VIR_ERR_STORAGE_VOL_EXIST;
+        return VIR_ERR_OPERATION_INVALID; /* VIR_ERR_STORAGE_VOL_EXIST's text needs the bare name: see below */
     if (g_str_equal(kind, "InUse"))
         return VIR_ERR_OPERATION_INVALID;
     if (g_str_equal(kind, "Busy"))
@@ -163,6 +163,18 @@ lvstorReportJobError(const char *what, const char *errorName, const char *errorM
     lvstorReportRemote(what, errorName && *errorName ? errorName : LVSTOR_ERROR_PREFIX "Io",
                        errorMessage && *errorMessage ? errorMessage : "the job failed without a reason",
                        LVSTOR_NOT_FOUND_IS_VOLUME);
+}
+
+void
+lvstorReportVolumeError(const char *what, const char *volume, GError *err)
+{
+    if (lvstorErrorIs(err, "Exists")) {
+        /* libvirt's shape, "storage volume 'x' (lvstord's reason) exists already". */
+        g_dbus_error_strip_remote_error(err);
+        virReportError(VIR_ERR_STORAGE_VOL_EXIST, "'%s' (%s)", volume, err->message);
+        return;
+    }
+    lvstorReportError(what, err, LVSTOR_NOT_FOUND_IS_VOLUME);
 }
 
 GVariant *

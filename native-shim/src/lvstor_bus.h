@@ -36,6 +36,9 @@ GVariant *lvstorCallQuiet(const char *path, const char *iface, const char *metho
 /* Reports a GError from a call (or a job) as the matching libvirt error. */
 void lvstorReportError(const char *what, GError *err, lvstorNotFoundKind notFound);
 
+/* Like lvstorReportError for a call that creates the named volume: Exists becomes VIR_ERR_STORAGE_VOL_EXIST. */
+void lvstorReportVolumeError(const char *what, const char *volume, GError *err);
+
 /* Reports a failed job from its ErrorName and ErrorMessage properties. */
 void lvstorReportJobError(const char *what, const char *errorName, const char *errorMessage);
 

@@ -273,8 +273,7 @@ lvstorCreateVol(virStoragePoolObj *pool, virStorageVolDef *vol)
     reply = lvstorCallQuiet(poolPath, LVSTOR_POOL_IFACE, "GetVolume", g_variant_new("(s)", vol->name),
                             "(o)", NULL, &err);
     if (reply) {
-        virReportError(VIR_ERR_STORAGE_VOL_EXIST, "volume '%s' already exists in pool '%s'",
-                       vol->name, def->name);
+        virReportError(VIR_ERR_STORAGE_VOL_EXIST, "'%s'", vol->name);
         return -1;
     }
     if (!lvstorErrorIs(err, "NotFound")) {
@@ -324,6 +323,7 @@ lvstorBuildVol(virStoragePoolObj *pool, virStorageVolDef *vol, unsigned int flag
     g_autofree char *poolPath = NULL;
     g_autofree char *backing = NULL;
     g_autoptr(GVariant) reply = NULL;
+    g_autoptr(GError) err = NULL;
     const char *format;
 
     /* lvstord makes qcow2 metadata only and raw files sparse, so preallocating metadata is what it does. */
@@ -341,20 +341,24 @@ lvstorBuildVol(virStoragePoolObj *pool, virStorageVolDef *vol, unsigned int flag
     if (!*format)
         format = backing ? "qcow2" : "raw";
 
-    if (!(poolPath = lvstorPoolPath(def->name)) ||
-        !(reply = lvstorCall(poolPath, LVSTOR_POOL_IFACE, "CreateVolume",
-                             g_variant_new("(sstsa{sv})", vol->name, format, (guint64) vol->target.capacity,
-                                           backing ? backing : "", NULL),
-                             "(o)", NULL, LVSTOR_NOT_FOUND_IS_VOLUME)))
+    if (!(poolPath = lvstorPoolPath(def->name)))
         return -1;
+    if (!(reply = lvstorCallQuiet(poolPath, LVSTOR_POOL_IFACE, "CreateVolume",
+                                  g_variant_new("(sstsa{sv})", vol->name, format, (guint64) vol->target.capacity,
+                                                backing ? backing : "", NULL),
+                                  "(o)", NULL, &err))) {
+        lvstorReportVolumeError("lvstord Pool.CreateVolume", vol->name, err);
+        return -1;
+    }
     return 0;
 }
 
-/* Starts a job method on a volume and waits for it; resultPath as in lvstorWaitJob. */
+/* Starts a job method on a volume and waits for it; createdVolume names the volume a clone makes. */
 static int
 lvstorRunVolumeJob(const char *pool, const char *volume, const char *method, GVariant *args,
-                   char **resultPath)
+                   const char *createdVolume)
 {
+    g_autoptr(GError) err = NULL;
     g_autofree char *path = NULL;
     g_autofree char *jobPath = NULL;
     g_autofree char *what = NULL;
@@ -365,11 +369,46 @@ lvstorRunVolumeJob(const char *pool, const char *volume, const char *method, GVa
             g_variant_unref(g_variant_ref_sink(args));
         return -1;
     }
-    if (!(reply = lvstorCall(path, LVSTOR_VOLUME_IFACE, method, args, "(o)", NULL, LVSTOR_NOT_FOUND_IS_VOLUME)))
-        return -1;
-    g_variant_get(reply, "(o)", &jobPath);
     what = g_strdup_printf("%s of volume '%s'", method, volume);
-    return lvstorWaitJob(what, jobPath, resultPath);
+    if (!(reply = lvstorCallQuiet(path, LVSTOR_VOLUME_IFACE, method, args, "(o)", NULL, &err))) {
+        lvstorReportVolumeError(what, createdVolume ? createdVolume : volume, err);
+        return -1;
+    }
+    g_variant_get(reply, "(o)", &jobPath);
+    return lvstorWaitJob(what, jobPath, NULL);
+}
+
+/* Clones that failed before lvstord made anything. libvirt cleans up a failed vol-clone by calling deleteVol
+ * for the new name; that must not delete a volume of that name someone else made meanwhile. */
+static GMutex failedClonesLock;
+static GHashTable *failedClones; /* "pool/volume" */
+
+static char *
+lvstorCloneId(virStoragePoolDef *def, const char *volume)
+{
+    return g_strdup_printf("%s/%s", def->name, volume);
+}
+
+static void
+lvstorRememberFailedClone(virStoragePoolDef *def, const char *volume)
+{
+    g_mutex_lock(&failedClonesLock);
+    if (!failedClones)
+        failedClones = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    g_hash_table_add(failedClones, lvstorCloneId(def, volume));
+    g_mutex_unlock(&failedClonesLock);
+}
+
+static bool
+lvstorForgetFailedClone(virStoragePoolDef *def, const char *volume)
+{
+    g_autofree char *id = lvstorCloneId(def, volume);
+    bool found;
+
+    g_mutex_lock(&failedClonesLock);
+    found = failedClones && g_hash_table_remove(failedClones, id);
+    g_mutex_unlock(&failedClonesLock);
+    return found;
 }
 
 /* vol-clone: libvirt passes the new volume's definition (from createVol) and the source's. */
@@ -387,8 +426,10 @@ lvstorBuildVolFrom(virStoragePoolObj *pool, virStorageVolDef *newvol, virStorage
         !(format = virStorageFileFormatTypeToString(newvol->target.format)))
         format = "";
     if (lvstorRunVolumeJob(def->name, origvol->name, "Clone",
-                           g_variant_new("(sss)", newvol->name, "full", format), NULL) < 0)
+                           g_variant_new("(sss)", newvol->name, "full", format), newvol->name) < 0) {
+        lvstorRememberFailedClone(def, newvol->name); /* a failed clone job removes its partial target */
         return -1;
+    }
 
     /* libvirt lets the new volume's XML ask for more capacity than the source has. */
     if (newvol->target.capacity > origvol->target.capacity) {
@@ -435,11 +476,13 @@ lvstorDeleteVol(virStoragePoolObj *pool, virStorageVolDef *vol, unsigned int fla
 
     virCheckFlags(0, -1);
 
+    if (lvstorForgetFailedClone(def, vol->name))
+        return 0;
     if (!(poolPath = lvstorPoolPath(def->name)))
         return -1;
     reply = lvstorCallQuiet(poolPath, LVSTOR_POOL_IFACE, "GetVolume", g_variant_new("(s)", vol->name),
                             "(o)", NULL, &err);
-    /* Already gone (also libvirt's clean-up after a failed vol-clone): nothing to delete. */
+    /* Already gone: nothing to delete. */
     if (!reply && lvstorErrorIs(err, "NotFound"))
         return 0;
     if (!reply) {
