@@ -49,7 +49,7 @@ soak:
 	tests/guest/soak.sh $(SOAK_RUNS) env LVSTOR_SMOKE_BACKEND=qsd tests/guest/qsd-smoke.sh fio
 
 # The libvirt storage module (native-shim/README.md): fetches Debian's source of the installed libvirt with
-# apt-get source and builds native-shim/build/libvirt_storage_backend_zfs.so against it.
+# apt-get source and builds native-shim/build/libvirt_storage_backend_{zfs,lvstor}.so (loader, backend) against it.
 shim:
 	$(MAKE) -C native-shim
 

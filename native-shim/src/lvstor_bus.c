@@ -86,6 +86,21 @@ lvstorErrorIs(GError *err, const char *kind)
         g_str_equal(name + strlen(LVSTOR_ERROR_PREFIX), kind);
 }
 
+gboolean
+lvstorErrorIsNotRunning(GError *err)
+{
+    g_autofree char *name = NULL;
+
+    if (!err)
+        return FALSE;
+    if (!g_dbus_error_is_remote_error(err))
+        return !g_error_matches(err, G_IO_ERROR, G_IO_ERROR_TIMED_OUT); /* no bus, or it closed */
+    name = g_dbus_error_get_remote_error(err);
+    return g_str_equal(name, "org.freedesktop.DBus.Error.ServiceUnknown") ||
+        g_str_equal(name, "org.freedesktop.DBus.Error.NameHasNoOwner") ||
+        g_str_equal(name, "org.freedesktop.DBus.Error.Disconnected");
+}
+
 /* Maps org.lvstor.Storage1.Error.<kind> to the libvirt error code virsh users expect. */
 static int
 lvstorErrorCode(const char *kind, lvstorNotFoundKind notFound)
@@ -187,7 +202,10 @@ lvstorCall(const char *path, const char *iface, const char *method, GVariant *ar
 
     if ((reply = lvstorCallQuiet(path, iface, method, args, replyType, fds_in, &err)))
         return reply;
-    what = g_strdup_printf("lvstord %s.%s", strrchr(iface, '.') + 1, method);
+    if (g_str_equal(iface, "org.freedesktop.DBus.Properties"))
+        what = g_strdup_printf("lvstord %s of %s", method, path); /* Get/GetAll: name the object */
+    else
+        what = g_strdup_printf("lvstord %s.%s", strrchr(iface, '.') + 1, method);
     lvstorReportError(what, err, notFound);
     return NULL;
 }

@@ -45,6 +45,9 @@ void lvstorReportJobError(const char *what, const char *errorName, const char *e
 /* True when err is lvstord's org.lvstor.Storage1.Error.<kind>. */
 gboolean lvstorErrorIs(GError *err, const char *kind);
 
+/* True when err says lvstord (or the system bus) is not there at all. */
+gboolean lvstorErrorIsNotRunning(GError *err);
+
 /* All properties of one interface of an object, as a{sv}; NULL with an error reported. */
 GVariant *lvstorGetAll(const char *path, const char *iface, lvstorNotFoundKind notFound);
 

@@ -1,10 +1,10 @@
 /*
  * storage_backend_lvstor.c: libvirt storage backend that delegates pools and volumes to lvstord.
  *
- * Loaded by libvirtd's storage driver from the zfs module slot (libvirt_storage_backend_zfs.so,
- * virStorageBackendZFSRegister), it registers a backend for pool type "vstorage", which Debian never builds,
- * and chain-loads the genuine zfs module when it was diverted aside. Every callback forwards to lvstord over
- * the system bus (lvstor_bus.c). libvirt never opens an image: a volume's path is its vhost-user socket.
+ * libvirtd loads loader.c's libvirt_storage_backend_zfs.so from its zfs module slot; that loader checks the
+ * libvirt version and loads this file, libvirt_storage_backend_lvstor.so, which registers a backend for pool
+ * type "vstorage" (Debian never builds its own). Every callback forwards to lvstord over the system bus
+ * (lvstor_bus.c). libvirt never opens an image: a volume's path is its vhost-user socket.
  *
  * Locking (libvirt 9.0 storage_driver.c): the pool object is locked during checkPool, startPool,
  * refreshPool, stopPool, createVol, refreshVol, deleteVol and resizeVol, so those make only short calls;
@@ -12,7 +12,6 @@
  */
 #include <config.h>
 
-#include <dlfcn.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <gio/gunixfdlist.h>
@@ -29,11 +28,6 @@
 #define VIR_FROM_THIS VIR_FROM_STORAGE
 
 VIR_LOG_INIT("storage.storage_backend_lvstor");
-
-#ifndef LVSTOR_CHAIN_ZFS_DEFAULT
-# define LVSTOR_CHAIN_ZFS_DEFAULT \
-    "/usr/lib/x86_64-linux-gnu/libvirt/storage-backend/libvirt_storage_backend_zfs.so.distrib"
-#endif
 
 /* Exported so `strings`/`nm` show which libvirt a built module belongs to. */
 const char lvstorShimBuiltForLibvirt[] = SHIM_LIBVIRT_DEB_VERSION;
@@ -152,6 +146,11 @@ lvstorStartPool(virStoragePoolObj *pool)
                        "its images in", def->name);
         return -1;
     }
+    /* D-Bus strings must be UTF-8 (GVariant would refuse them with a critical warning). */
+    if (!g_utf8_validate(def->name, -1, NULL) || !g_utf8_validate(def->target.path, -1, NULL)) {
+        virReportError(VIR_ERR_INVALID_ARG, "%s", "pool name and target path must be UTF-8");
+        return -1;
+    }
 
     reply = lvstorCallQuiet(LVSTOR_MANAGER_PATH, LVSTOR_MANAGER_IFACE, "GetPool",
                             g_variant_new("(s)", def->name), "(o)", NULL, &err);
@@ -241,15 +240,23 @@ lvstorStopPool(virStoragePoolObj *pool)
     g_autoptr(GVariant) reply = NULL;
     g_autofree char *path = NULL;
 
-    if (!(path = lvstorPoolPath(def->name)))
-        return -1;
-    reply = lvstorCallQuiet(path, LVSTOR_POOL_IFACE, "Stop", NULL, NULL, NULL, &err);
-    /* Stopping a pool lvstord already has stopped is no error (pool-destroy after an lvstord restart). */
-    if (!reply && !lvstorErrorIs(err, "Invalid")) {
-        lvstorReportError("lvstord Pool.Stop", err, LVSTOR_NOT_FOUND_IS_POOL);
-        return -1;
+    reply = lvstorCallQuiet(LVSTOR_MANAGER_PATH, LVSTOR_MANAGER_IFACE, "GetPool", g_variant_new("(s)", def->name),
+                            "(o)", NULL, &err);
+    if (reply) {
+        g_variant_get(reply, "(o)", &path);
+        g_clear_pointer(&reply, g_variant_unref);
+        reply = lvstorCallQuiet(path, LVSTOR_POOL_IFACE, "Stop", NULL, NULL, NULL, &err);
     }
-    return 0;
+    if (reply)
+        return 0;
+    /* Nothing to stop: lvstord is down (its sockets are gone with it), forgot the pool, or already stopped it
+     * (Invalid). A guest still connected (InUse) and everything else keeps the pool running. */
+    if (lvstorErrorIsNotRunning(err) || lvstorErrorIs(err, "NotFound") || lvstorErrorIs(err, "Invalid")) {
+        VIR_WARN("pool '%s' stopped in libvirt only: %s", def->name, err->message);
+        return 0;
+    }
+    lvstorReportError("lvstord Pool.Stop", err, LVSTOR_NOT_FOUND_IS_POOL);
+    return -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -268,6 +275,10 @@ lvstorCreateVol(virStoragePoolObj *pool, virStorageVolDef *vol)
     g_autoptr(GVariant) reply = NULL;
     g_autoptr(GError) err = NULL;
 
+    if (!g_utf8_validate(vol->name, -1, NULL)) {
+        virReportError(VIR_ERR_INVALID_ARG, "%s", "volume names must be UTF-8");
+        return -1;
+    }
     if (!(runtimeDirectory = lvstorRuntimeDirectory()) || !(poolPath = lvstorPoolPath(def->name)))
         return -1;
     reply = lvstorCallQuiet(poolPath, LVSTOR_POOL_IFACE, "GetVolume", g_variant_new("(s)", vol->name),
@@ -647,33 +658,6 @@ static virStorageBackend lvstorBackend = {
 /* ------------------------------------------------------------------ */
 /* registration                                                        */
 
-/* Chain-loads the genuine module of our slot; nothing it does may fail the storage driver. */
-static void
-lvstorChainLoad(const char *path, const char *function)
-{
-    void *handle;
-    int (*registerFunction)(void);
-
-    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
-        VIR_DEBUG("no genuine zfs module at %s", path);
-        return;
-    }
-    if (!(handle = dlopen(path, RTLD_NOW | RTLD_GLOBAL | RTLD_NODELETE))) {
-        VIR_ERROR("cannot load the genuine zfs module %s: %s", path, dlerror());
-        return;
-    }
-    if (!(registerFunction = (int (*)(void)) dlsym(handle, function))) {
-        VIR_ERROR("the genuine zfs module %s has no %s", path, function);
-        return;
-    }
-    if (registerFunction() < 0) {
-        VIR_ERROR("the genuine zfs module %s failed to register: %s", path, virGetLastErrorMessage());
-        virResetLastError();
-        return;
-    }
-    VIR_INFO("chain-loaded the genuine zfs module %s", path);
-}
-
 /* True when the libvirt we run in is the one whose headers laid out the structs we touch. */
 static bool
 lvstorLibvirtMatches(void)
@@ -694,25 +678,20 @@ lvstorLibvirtMatches(void)
     return true;
 }
 
-int virStorageBackendZFSRegister(void);
+int lvstorStorageBackendRegister(void);
 
-/* Must return 0 whatever happens: a storage module whose register function fails stops libvirtd. No D-Bus
- * here either: lvstord may start after libvirtd. */
+/* Called by the loader (loader.c) once it has checked the libvirt version. Returns 0 whatever happens: a
+ * failing register stops libvirtd. No D-Bus here either: lvstord may start after libvirtd. */
 int
-virStorageBackendZFSRegister(void)
+lvstorStorageBackendRegister(void)
 {
-    const char *chain = g_getenv("LVSTOR_SHIM_CHAIN_ZFS");
-
-    if (lvstorLibvirtMatches()) {
-        if (virStorageBackendRegister(&lvstorBackend) < 0) {
-            VIR_ERROR("cannot register the lvstor backend for pool type vstorage: %s",
-                      virGetLastErrorMessage());
-            virResetLastError();
-        } else {
-            VIR_INFO("lvstor backend registered for pool type vstorage (built for libvirt %s)",
-                     SHIM_LIBVIRT_DEB_VERSION);
-        }
+    if (!lvstorLibvirtMatches())
+        return 0;
+    if (virStorageBackendRegister(&lvstorBackend) < 0) {
+        VIR_ERROR("cannot register the lvstor backend for pool type vstorage: %s", virGetLastErrorMessage());
+        virResetLastError();
+        return 0;
     }
-    lvstorChainLoad(chain && *chain ? chain : LVSTOR_CHAIN_ZFS_DEFAULT, "virStorageBackendZFSRegister");
+    VIR_INFO("lvstor backend registered for pool type vstorage (built for libvirt %s)", SHIM_LIBVIRT_DEB_VERSION);
     return 0;
 }
