@@ -219,7 +219,14 @@ start_libvirtd() {
     for f in "$stock_backends"/*.so; do ln -s "$f" "$work/backends/"; done
     rm -f "$work/backends/libvirt_storage_backend_zfs.so"
     # LVH_MODULE=none: the stock backends only (to test the harness itself before the module exists).
-    [ "$module" = none ] || ln -s "$(readlink -f "$module")" "$work/backends/libvirt_storage_backend_zfs.so"
+    if [ "$module" != none ]; then
+        ln -s "$(readlink -f "$module")" "$work/backends/libvirt_storage_backend_zfs.so"
+        # The zfs-slot module is a loader that loads the real backend from its own directory (as libvirt saw it:
+        # ours), so the backend goes next to it. libvirt itself loads only the slot names it knows.
+        for f in "$(dirname "$(readlink -f "$module")")"/libvirt_storage_backend_*.so; do
+            case "$(basename "$f")" in libvirt_storage_backend_zfs.so) ;; *) ln -sfn "$f" "$work/backends/";; esac
+        done
+    fi
     for f in qemu storage secret; do ln -s "$stock_drivers/libvirt_driver_$f.so" "$work/drivers/"; done
 
     local -a cmd=("$libvirtd_bin")
