@@ -49,6 +49,24 @@ public sealed class PoolTests(LibvirtWorld world)
     }
 
     [LibvirtFact]
+    public void A_libvirtd_restart_finds_the_running_pool_and_its_volumes_again_from_lvstord()
+    {
+        world.Up();
+        string pool = world.StartPool("restart");
+        world.VirshOk("vol-create-as", pool, "kept.qcow2", "8M", "--format", "qcow2");
+        int lvstord = world.Pid("lvstord") ?? throw new InvalidOperationException("lvstord is not running");
+
+        Assert.Equal(0, world.Harness("stop-libvirtd").ExitCode);
+        CommandResult start = world.Harness("start-libvirtd");
+        Assert.True(start.ExitCode == 0, $"libvirtd did not start again:\n{start}\n{world.Logs()}");
+
+        Assert.Matches(@"State:\s+running", world.VirshOk("pool-info", pool));
+        Assert.Equal("kept.qcow2", world.VolumeNames(pool));
+        Assert.Equal(8L * 1024 * 1024, VolumeXml.Parse(world.VirshOk("vol-dumpxml", "--pool", pool, "kept.qcow2")).Capacity);
+        Assert.Equal(lvstord, world.Pid("lvstord"));
+    }
+
+    [LibvirtFact]
     public void Pool_capabilities_list_vstorage_as_supported()
     {
         world.Up();
