@@ -56,6 +56,7 @@ public sealed class DomainTests(LibvirtWorld world, ITestOutputHelper output)
         Assert.StartsWith("error: ", delete.Stderr.TrimStart());
         Assert.Contains("live.raw", delete.Stderr);
         Assert.Contains("in use", delete.Stderr, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains($"domain '{domain}'", delete.Stderr, StringComparison.Ordinal);   // named as libvirt knows it
 
         CommandResult shrink = world.Virsh("vol-resize", "--pool", pool, "live.raw", "32M", "--shrink");
         output.WriteLine(shrink.ToString());

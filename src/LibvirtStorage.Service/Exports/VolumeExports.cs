@@ -392,7 +392,7 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
 
     private void OnConnected(Export export, VhostUserFrontendInfo info)
     {
-        string who = info.ProcessId is { } pid ? $"pid {pid} ({ProcessName(pid)}) on {export.Target.SocketPath}" : $"unknown process on {export.Target.SocketPath}";
+        string who = info.ProcessId is { } pid ? $"{FrontendProcess.Describe(pid)} on {export.Target.SocketPath}" : $"unknown process on {export.Target.SocketPath}";
         export.Guest = _host?.AttachUser(export.Target.Key, new VolumeUser("guest", who));
         lock (_lock)
         {
@@ -420,18 +420,6 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
         {
             string pool = export.Target.Pool;
             ThreadPool.QueueUserWorkItem(_ => Sync(pool));
-        }
-    }
-
-    private static string ProcessName(int pid)
-    {
-        try
-        {
-            return File.ReadAllText($"/proc/{pid}/comm").TrimEnd('\n');
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            return "?";
         }
     }
 
