@@ -49,6 +49,7 @@ public sealed class BusPolicyTests : IDisposable
         }
 
         string policy = Path.Combine(ConfigLoaderTests.RepositoryRoot(), "packaging", "dbus-1", "system.d", "org.lvstor.Storage1.conf");
+        string defaults = Path.Combine(ConfigLoaderTests.RepositoryRoot(), "tests", "dbus", "system-default-policy.conf");
         string config = Path.Combine(_dir, "bus.conf");
         File.WriteAllText(config, $"""
             <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -57,21 +58,7 @@ public sealed class BusPolicyTests : IDisposable
               <type>lvstor-policy-test</type>
               <listen>unix:path={socket}</listen>
               <auth>EXTERNAL</auth>
-              <!-- The default context of /usr/share/dbus-1/system.conf. -->
-              <policy context="default">
-                <allow user="*"/>
-                <deny own="*"/>
-                <deny send_type="method_call"/>
-                <allow send_type="signal"/>
-                <allow send_requested_reply="true" send_type="method_return"/>
-                <allow send_requested_reply="true" send_type="error"/>
-                <allow receive_type="method_call"/>
-                <allow receive_type="method_return"/>
-                <allow receive_type="error"/>
-                <allow receive_type="signal"/>
-                <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-                <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-              </policy>
+              <include>{defaults}</include>
               <include>{policy}</include>
             </busconfig>
             """);
