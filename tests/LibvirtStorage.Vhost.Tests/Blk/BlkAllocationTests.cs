@@ -28,22 +28,31 @@ public sealed class BlkAllocationTests
         var request = new VirtioBlkRequest();
         Publish(h);
         Serve(h, ref request); // warm up: JIT, statics, tiering of the first calls
-        long allocated = 0;
+        // Up to three measured passes of 1000 requests: the runtime itself (tier-up, call-counting stubs) can
+        // allocate once on this thread in a pass on a loaded machine, while a per-request allocation shows in
+        // every pass (at least 1000 times over), so one clean pass proves the path allocates nothing.
+        var passes = new List<long>();
         int served = 0;
-        for (int round = 0; round < Rounds; round++)
+        for (int pass = 0; pass < 3 && (passes.Count == 0 || passes[^1] != 0); pass++)
         {
-            Publish(h); // the driver side allocates (params arrays); it is not measured
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            served += Serve(h, ref request);
-            allocated += GC.GetAllocatedBytesForCurrentThread() - before;
-            while (h.Driver.TryTakeUsed(out _, out _))
+            long allocated = 0;
+            for (int round = 0; round < Rounds; round++)
             {
+                Publish(h); // the driver side allocates (params arrays); it is not measured
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                served += Serve(h, ref request);
+                allocated += GC.GetAllocatedBytesForCurrentThread() - before;
+                while (h.Driver.TryTakeUsed(out _, out _))
+                {
+                }
             }
+
+            passes.Add(allocated);
         }
 
-        Assert.Equal(Rounds * PerRound, served);
-        Assert.Equal(0, allocated);
-        Assert.Equal((Rounds + 1) * PerRound / 2, h.Device.Writes); // the warm-up round included
+        Assert.True(passes[^1] == 0, $"bytes allocated per pass of {Rounds * PerRound} requests: {string.Join(", ", passes)}");
+        Assert.Equal(passes.Count * Rounds * PerRound, served);
+        Assert.Equal(((passes.Count * Rounds) + 1) * PerRound / 2, h.Device.Writes); // the warm-up round included
     }
 
     [Fact]
