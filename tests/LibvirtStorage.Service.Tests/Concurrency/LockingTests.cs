@@ -25,13 +25,20 @@ public sealed class LockingTests
         using Process qemu = Process.Start(info)!;
         try
         {
-            // Wait until QEMU holds the lock: qemu-img info without -U then fails.
-            var deadline = DateTime.UtcNow.AddSeconds(20);
-            while (Tool.Run("qemu-img", h.Root, "info", h.File("disk")).ExitCode == 0)
+            // qemu-io opened the image (and took QEMU's locks) once it answers a read. Polling with qemu-img info
+            // instead would race: an info that holds its shared lock while qemu-io starts makes qemu-io fail.
+            await qemu.StandardInput.WriteLineAsync("read 0 512");
+            await qemu.StandardInput.FlushAsync();
+            Task<string?> answer = qemu.StandardOutput.ReadLineAsync();
+            if (await Task.WhenAny(answer, Task.Delay(TimeSpan.FromSeconds(60))) != answer)
             {
-                Assert.True(DateTime.UtcNow < deadline, "qemu-io did not take its lock");
-                await Task.Delay(100);
+                Assert.Fail("qemu-io did not answer a read within 60 s");
             }
+
+            string? line = await answer;
+            Assert.True(line?.Contains("read 512/512 bytes", StringComparison.Ordinal) == true,
+                $"qemu-io could not open the image: '{line}' {(qemu.HasExited ? await qemu.StandardError.ReadToEndAsync() : "")}");
+            Assert.NotEqual(0, Tool.Run("qemu-img", h.Root, "info", h.File("disk")).ExitCode);
 
             string before = h.Fingerprint();
             using SafeFileHandle input = System.IO.File.OpenHandle(h.File("copy-source"));

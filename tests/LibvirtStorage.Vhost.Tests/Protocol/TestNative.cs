@@ -111,6 +111,29 @@ internal static unsafe partial class TestNative
         return Directory.GetFiles("/proc/self/fd").Length;
     }
 
+    /// <summary>
+    /// Open fds of this process that refer to <paramref name="path"/>. Unlike <see cref="OpenFdCount"/> it cannot
+    /// see fds the test host or another test opens or closes meanwhile.
+    /// </summary>
+    public static int OpenFdsOn(string path)
+    {
+        int count = 0;
+        foreach (string fd in Directory.GetFiles("/proc/self/fd"))
+        {
+            try
+            {
+                if (new FileInfo(fd).LinkTarget == path)
+                    count++;
+            }
+            catch (IOException)
+            {
+                // closed while we looked: not ours
+            }
+        }
+
+        return count;
+    }
+
     /// <summary>Lets a child process inherit <paramref name="fd"/> (clears FD_CLOEXEC), for <c>--fd</c>.</summary>
     public static void Inherit(SafeHandle fd)
     {
