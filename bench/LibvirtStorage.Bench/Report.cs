@@ -45,6 +45,9 @@ internal sealed record MachineInfo(int Cores, string Kernel, string Cpu, string 
 /// <summary>Prints rows as they arrive and renders the whole run as markdown (docs/performance.md).</summary>
 internal static class Report
 {
+    /// <summary>The heading of the method section; the jobs section goes in front of it.</summary>
+    public const string MethodHeading = "## How it was measured";
+
     private const string ConsoleFormat = "{0,-44} {1,14} {2,14} {3,7}  {4}";
 
     public static void PrintHeader(TextWriter output)
@@ -136,7 +139,7 @@ internal static class Report
             Line();
         }
 
-        Line("## How it was measured");
+        Line(MethodHeading);
         Line();
         Line(Method);
         Line();
