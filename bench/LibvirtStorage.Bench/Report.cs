@@ -93,6 +93,8 @@ internal static class Report
         Line();
         Line("The vhost-user-blk back-ends (ours vs qemu-storage-daemon, VM-less, same `make bench` run) are in");
         Line("[performance-vhost.md](performance-vhost.md), with the analysis in [performance-analysis.md](performance-analysis.md).");
+        Line("Live stream and commit of a 1 GiB layer (StorageService vs qemu-storage-daemon and qemu-img) are in the section");
+        Line("[Live jobs](#live-jobs-stream-and-commit-ours-vs-qemu-storage-daemon-and-qemu-img), written by the `jobs` mode of the same run.");
         Line();
         Line("## Machine");
         Line();
