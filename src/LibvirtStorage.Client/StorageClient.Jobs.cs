@@ -16,6 +16,18 @@ public sealed partial class StorageClient
     /// <returns>A task.</returns>
     public Task CancelJobAsync(string jobPath) => Call(() => Job(jobPath).CancelAsync());
 
+    /// <summary>Changes a stream's or commit's speed limit (bytes per second, 0 for none). [admin]</summary>
+    /// <param name="jobPath">The job's object path.</param>
+    /// <param name="bytesPerSecond">The new limit.</param>
+    /// <returns>A task.</returns>
+    public Task SetJobSpeedAsync(string jobPath, ulong bytesPerSecond) => Call(() => Job(jobPath).SetSpeedAsync(bytesPerSecond));
+
+    /// <summary>Pauses (or resumes) a stream or commit at its next chunk; guests keep running. [admin]</summary>
+    /// <param name="jobPath">The job's object path.</param>
+    /// <param name="pause">True to pause, false to resume.</param>
+    /// <returns>A task.</returns>
+    public Task PauseJobAsync(string jobPath, bool pause) => Call(() => pause ? Job(jobPath).PauseAsync() : Job(jobPath).ResumeAsync());
+
     /// <summary>
     /// Waits until a job ends, reporting (BytesDone, BytesTotal) as they change. It subscribes to <c>Completed</c>
     /// and <c>PropertiesChanged</c> before it reads <c>State</c>, so a job that already ended is seen too.
@@ -136,5 +148,7 @@ public sealed partial class StorageClient
         p.ErrorName,
         p.ErrorMessage,
         p.Result.ToString(),
-        FromUnixMicroseconds(p.StartedAt));
+        FromUnixMicroseconds(p.StartedAt),
+        p.Speed,
+        p.Paused);
 }

@@ -119,4 +119,42 @@ public sealed partial class StorageClient
     /// <returns>The job's object path.</returns>
     public Task<string> WipeVolumeAsync(string volumePath) =>
         Call(async () => (await Volume(volumePath).WipeAsync().ConfigureAwait(false)).ToString());
+
+    /// <summary>
+    /// Starts a stream: what the volume reads from its backing layers (down to <paramref name="baseSnapshot"/>'s layer, or
+    /// all of them) is copied into its top while guests run, then the backing reference is dropped. [admin]
+    /// </summary>
+    /// <param name="volumePath">The volume's object path.</param>
+    /// <param name="baseSnapshot">The snapshot whose layer stays as backing; null streams everything.</param>
+    /// <param name="speed">Bytes per second at most; 0 for no limit.</param>
+    /// <returns>The job's object path.</returns>
+    public Task<string> StreamVolumeAsync(string volumePath, string? baseSnapshot, ulong speed) =>
+        Call(async () => (await Volume(volumePath).StreamAsync(LiveJobOptions(baseSnapshot, speed)).ConfigureAwait(false)).ToString());
+
+    /// <summary>
+    /// Starts a commit: the volume's top (and the layers above <paramref name="baseSnapshot"/>'s) are merged into that
+    /// snapshot's layer while guests run, which then becomes the top; the merged snapshots are deleted. [admin]
+    /// </summary>
+    /// <param name="volumePath">The volume's object path.</param>
+    /// <param name="baseSnapshot">The snapshot whose layer receives the data; null for the newest.</param>
+    /// <param name="speed">Bytes per second at most; 0 for no limit.</param>
+    /// <returns>The job's object path.</returns>
+    public Task<string> CommitVolumeAsync(string volumePath, string? baseSnapshot, ulong speed) =>
+        Call(async () => (await Volume(volumePath).CommitAsync(LiveJobOptions(baseSnapshot, speed)).ConfigureAwait(false)).ToString());
+
+    private static Dictionary<string, object> LiveJobOptions(string? baseSnapshot, ulong speed)
+    {
+        var options = new Dictionary<string, object>();
+        if (!string.IsNullOrEmpty(baseSnapshot))
+        {
+            options["base"] = baseSnapshot;
+        }
+
+        if (speed > 0)
+        {
+            options["speed"] = speed;
+        }
+
+        return options;
+    }
 }

@@ -110,6 +110,13 @@ public sealed partial class StorageBusServer : IAsyncDisposable
             }
 
             server._logger.LogInformation("serving {BusName} on {Address}", BusName, resolved);
+
+            // Streams and commits a previous lvstord left running go on now (their Job objects appear like new ones).
+            foreach (string resumed in server.Jobs.ResumeRecorded())
+            {
+                server._logger.LogInformation("{Resumed}", resumed);
+            }
+
             return server;
         }
         catch

@@ -59,6 +59,7 @@ internal static class Program
         VolumeCommands.Add(root, globals);
         SnapshotCommands.Add(root, globals);
         JobCommands.Add(root, globals);
+        LiveJobCommands.Add(root, globals);
         root.Subcommands.Add(StatusCommand.Build(globals));
         root.Subcommands.Add(image);
         root.Subcommands.Add(DemoCommand.Build(context));

@@ -73,6 +73,10 @@ internal interface IVolume : IDBusObject
 
     Task<ObjectPath> WipeAsync();
 
+    Task<ObjectPath> StreamAsync(IDictionary<string, object> options);
+
+    Task<ObjectPath> CommitAsync(IDictionary<string, object> options);
+
     Task<VolumeProperties> GetAllAsync();
 }
 
@@ -81,6 +85,12 @@ internal interface IVolume : IDBusObject
 internal interface IJob : IDBusObject
 {
     Task CancelAsync();
+
+    Task SetSpeedAsync(ulong bytesPerSecond);
+
+    Task PauseAsync();
+
+    Task ResumeAsync();
 
     Task<IDisposable> WatchCompletedAsync(Action<(string state, string errorName, string errorMessage)> handler, Action<Exception>? onError = null);
 

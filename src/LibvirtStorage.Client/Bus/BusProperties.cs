@@ -60,4 +60,6 @@ internal sealed class JobProperties
     public string ErrorMessage = string.Empty;
     public ObjectPath Result;
     public long StartedAt;
+    public ulong Speed;
+    public bool Paused;
 }

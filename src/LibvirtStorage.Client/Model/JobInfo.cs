@@ -2,9 +2,9 @@ using System.Text.Json.Serialization;
 
 namespace LibvirtStorage.Client;
 
-/// <summary>A job (clone, upload, download, wipe) as org.lvstor.Storage1.Job describes it.</summary>
+/// <summary>A job (clone, upload, download, wipe, stream, commit) as org.lvstor.Storage1.Job describes it.</summary>
 /// <param name="ObjectPath">The job's D-Bus object path.</param>
-/// <param name="Type"><c>clone</c>, <c>upload</c>, <c>download</c> or <c>wipe</c>.</param>
+/// <param name="Type"><c>clone</c>, <c>upload</c>, <c>download</c>, <c>wipe</c>, <c>stream</c> or <c>commit</c>.</param>
 /// <param name="Pool">The pool's name.</param>
 /// <param name="Volume">The volume's name.</param>
 /// <param name="Target">The clone's target name, or empty.</param>
@@ -15,6 +15,8 @@ namespace LibvirtStorage.Client;
 /// <param name="ErrorMessage">The error message of a failed or cancelled job.</param>
 /// <param name="Result">The new volume's object path for a clone, otherwise <c>/</c>.</param>
 /// <param name="StartedAt">When the job started.</param>
+/// <param name="Speed">A stream's or commit's speed limit in bytes per second; 0 is none.</param>
+/// <param name="Paused">Whether a running stream or commit is paused.</param>
 public sealed record JobInfo(
     string ObjectPath,
     string Type,
@@ -27,7 +29,9 @@ public sealed record JobInfo(
     string ErrorName,
     string ErrorMessage,
     string Result,
-    DateTimeOffset StartedAt)
+    DateTimeOffset StartedAt,
+    ulong Speed = 0,
+    bool Paused = false)
 {
     /// <summary>True once the job has ended (completed, failed or cancelled).</summary>
     [JsonIgnore]

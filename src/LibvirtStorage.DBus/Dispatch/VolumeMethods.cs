@@ -19,7 +19,37 @@ internal static class VolumeMethods
         new(I, "Upload", "htt", Admin: true, call => Transfer(call, upload: true)),
         new(I, "Download", "htt", Admin: true, call => Transfer(call, upload: false)),
         new(I, "Wipe", "", Admin: true, call => StartJob(call, jobs => jobs.StartWipe(call.Target.Pool, call.Target.Volume))),
+        new(I, "Stream", "a{sv}", Admin: true, call => LiveJob(call, (jobs, v, b, speed) =>
+            jobs.StartStream(v.Pool, v.Volume, new StreamOptions { BaseSnapshot = b, SpeedLimit = speed }))),
+        new(I, "Commit", "a{sv}", Admin: true, call => LiveJob(call, (jobs, v, b, speed) =>
+            jobs.StartCommit(v.Pool, v.Volume, new CommitOptions { BaseSnapshot = b, SpeedLimit = speed }))),
     ];
+
+    /// <summary>Stream and Commit: options <c>base</c> (s, a snapshot name) and <c>speed</c> (t, bytes per second).</summary>
+    private static Task LiveJob(BusCall call, Func<JobManager, BusObject, string?, long, StorageJob> start)
+    {
+        Dictionary<string, VariantValue> options = call.Request.GetBodyReader().ReadDictionaryOfStringToVariantValue();
+        string? baseSnapshot = null;
+        long speed = 0;
+        foreach ((string key, VariantValue value) in options)
+        {
+            switch (key)
+            {
+                case "base" when value.Type == VariantValueType.String:
+                    baseSnapshot = value.GetString();
+                    break;
+                case "speed" when value.Type == VariantValueType.UInt64:
+                    speed = BusCall.ToSize(value.GetUInt64(), "speed");
+                    break;
+                case "base" or "speed":
+                    throw BusError.Invalid($"option '{key}' has the wrong type: 'base' is a string (s), 'speed' bytes per second (t)");
+                default:
+                    throw BusError.Invalid($"unknown option '{key}'; the options are 'base' (s) and 'speed' (t)");
+            }
+        }
+
+        return StartJob(call, jobs => start(jobs, call.Target, string.IsNullOrEmpty(baseSnapshot) ? null : baseSnapshot, speed));
+    }
 
     private static Task Change(BusCall call, Action<StorageService, BusObject> change)
     {
@@ -111,7 +141,19 @@ internal static class JobMethods
     public static readonly BusMethod[] All =
     [
         new(Interfaces.Job, "Cancel", "", Admin: true, Cancel),
+        new(Interfaces.Job, "SetSpeed", "t", Admin: true, call => Control(call, (jobs, id) =>
+            jobs.SetSpeed(id, BusCall.ToSize(call.Request.GetBodyReader().ReadUInt64(), "speed")))),
+        new(Interfaces.Job, "Pause", "", Admin: true, call => Control(call, (jobs, id) => jobs.Pause(id))),
+        new(Interfaces.Job, "Resume", "", Admin: true, call => Control(call, (jobs, id) => jobs.Resume(id))),
     ];
+
+    private static Task Control(BusCall call, Action<JobManager, long> change)
+    {
+        change(call.Server.Jobs, call.Target.JobId);
+        call.Server.Resync();
+        call.ReplyEmpty();
+        return Task.CompletedTask;
+    }
 
     private static async Task Cancel(BusCall call)
     {

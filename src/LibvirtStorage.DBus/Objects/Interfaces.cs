@@ -54,13 +54,18 @@ internal static class Interfaces
         <method name="Upload"><arg name="fd" type="h" direction="in"/><arg name="offset" type="t" direction="in"/><arg name="length" type="t" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="Download"><arg name="fd" type="h" direction="in"/><arg name="offset" type="t" direction="in"/><arg name="length" type="t" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="Wipe"><arg name="job" type="o" direction="out"/></method>
+        <method name="Stream"><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>
+        <method name="Commit"><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>
         """);
 
     public static readonly ReadOnlyMemory<byte> JobXml = Xml(Job,
         [("Type", "s"), ("Pool", "s"), ("Volume", "s"), ("Target", "s"), ("BytesDone", "t"), ("BytesTotal", "t"), ("State", "s"),
-         ("ErrorName", "s"), ("ErrorMessage", "s"), ("Result", "o"), ("StartedAt", "x")],
+         ("ErrorName", "s"), ("ErrorMessage", "s"), ("Result", "o"), ("StartedAt", "x"), ("Speed", "t"), ("Paused", "b")],
         """
         <method name="Cancel"/>
+        <method name="SetSpeed"><arg name="bytes_per_second" type="t" direction="in"/></method>
+        <method name="Pause"/>
+        <method name="Resume"/>
         <signal name="Completed"><arg name="state" type="s"/><arg name="error_name" type="s"/><arg name="error_message" type="s"/></signal>
         """);
 

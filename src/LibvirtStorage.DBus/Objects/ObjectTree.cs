@@ -155,6 +155,8 @@ internal sealed class ObjectTree
             ["ErrorMessage"] = BusValue.String(error?.Message ?? ""),
             ["Result"] = BusValue.ObjectPath(result is null ? "/" : ObjectPaths.Volume(result.Pool, result.Name)),
             ["StartedAt"] = BusValue.Int64(UnixMicroseconds(job.StartedAt)),
+            ["Speed"] = BusValue.UInt64((ulong)job.SpeedLimit),
+            ["Paused"] = BusValue.Bool(job.IsPaused),
         };
     }
 

@@ -40,6 +40,14 @@ public interface IVolumeExports
     IDisposable Quiesce(Guid volumeKey) => NoVolumeExports.Instance.Quiesce(volumeKey);
 
     /// <summary>
+    /// Lends the volume's open chain to a job that changes it while a guest may run (stream, commit): the job writes
+    /// through the export's own image, pauses the guest around steps that must not interleave with its requests, and
+    /// may track what the guest writes. Null when the volume has no export holding its top read-write (the job then
+    /// opens the chain itself). The service keeps the chain unchanged while it is lent (the job is a volume user).
+    /// </summary>
+    ILiveImage? Lend(Guid volumeKey) => null;
+
+    /// <summary>
     /// Makes the exports of pool <paramref name="poolName"/> match the host: a socket for every volume of an active
     /// pool, none for a stopped or undefined pool or a deleted volume, and a reopened chain where a volume's top file,
     /// format or read-only state changed. The default does nothing.
@@ -76,6 +84,9 @@ public sealed class NoVolumeExports : IVolumeExports
     public void Sync(string poolName)
     {
     }
+
+    /// <inheritdoc/>
+    public ILiveImage? Lend(Guid volumeKey) => null;
 
     private sealed class NoQuiesce : IDisposable
     {

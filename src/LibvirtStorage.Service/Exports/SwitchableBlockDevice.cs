@@ -25,6 +25,7 @@ public sealed class SwitchableBlockDevice : IBlockDevice, IDisposable
     private readonly ManualResetEventSlim _drained = new(initialState: true);
     private readonly Lock _switch = new();
     private ImageBlockDevice? _current;
+    private WriteTracker? _tracker;
     private int _inFlight;
     private int _closed = 1;
     private long _capacity;
@@ -49,6 +50,16 @@ public sealed class SwitchableBlockDevice : IBlockDevice, IDisposable
 
     /// <summary>Requests running now (for tests and diagnostics).</summary>
     public int InFlight => Volatile.Read(ref _inFlight);
+
+    /// <summary>
+    /// Where guest writes, write-zeroes and discards are marked when they complete (a job copying the volume), or
+    /// null. A request marks before it leaves the gate, so after <see cref="Quiesce"/> every completed change is marked.
+    /// </summary>
+    public WriteTracker? Tracker
+    {
+        get => Volatile.Read(ref _tracker);
+        set => Volatile.Write(ref _tracker, value);
+    }
 
     /// <inheritdoc/>
     public long Capacity => Volatile.Read(ref _capacity);
@@ -142,6 +153,7 @@ public sealed class SwitchableBlockDevice : IBlockDevice, IDisposable
         }
         finally
         {
+            Volatile.Read(ref _tracker)?.Mark(offset, source.Length);
             Leave();
         }
     }
@@ -170,6 +182,7 @@ public sealed class SwitchableBlockDevice : IBlockDevice, IDisposable
         }
         finally
         {
+            Volatile.Read(ref _tracker)?.Mark(offset, length);
             Leave();
         }
     }
@@ -184,6 +197,7 @@ public sealed class SwitchableBlockDevice : IBlockDevice, IDisposable
         }
         finally
         {
+            Volatile.Read(ref _tracker)?.Mark(offset, length);
             Leave();
         }
     }

@@ -140,6 +140,29 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
     }
 
     /// <inheritdoc/>
+    public ILiveImage? Lend(Guid volumeKey)
+    {
+        Export? export;
+        lock (_lock)
+        {
+            if (_disposed || !_exports.TryGetValue(volumeKey, out export))
+            {
+                return null;
+            }
+        }
+
+        export.Switch.Wait();
+        try
+        {
+            return export.Closed || export.Image is not { IsReadOnly: false } image ? null : new LentImage(export, image);
+        }
+        finally
+        {
+            export.Switch.Release();
+        }
+    }
+
+    /// <inheritdoc/>
     public void Sync(string poolName)
     {
         IVolumeExportHost host;
@@ -477,6 +500,44 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
             }
             finally
             {
+                export.Switch.Release();
+            }
+        }
+    }
+
+    /// <summary>An export's open image lent to a job; pausing holds the export's switch so no quiesce or sync interleaves.</summary>
+    private sealed class LentImage(Export export, IBlockImage image) : ILiveImage
+    {
+        public IBlockImage Image => image;
+
+        public IDisposable Pause()
+        {
+            export.Switch.Wait();
+            if (export.Closed || !ReferenceEquals(export.Image, image))
+            {
+                export.Switch.Release();
+                throw new StorageServiceException(StorageErrorKind.Busy,
+                    $"the chain of volume '{export.Target.Volume}' was closed or reopened while a job worked on it; start the job again");
+            }
+
+            return new PausedExport(export, export.Device.Quiesce());
+        }
+
+        public void Track(WriteTracker? tracker) => export.Device.Tracker = tracker;
+
+        public void Dispose() => export.Device.Tracker = null;
+    }
+
+    /// <summary>A paused export: disposing lets the guest's requests run again on the same image.</summary>
+    private sealed class PausedExport(Export export, ImageBlockDevice? device) : IDisposable
+    {
+        private int _disposed;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) == 0)
+            {
+                export.Device.Resume(device);
                 export.Switch.Release();
             }
         }

@@ -20,7 +20,9 @@ public sealed class JobManager : IDisposable
     private readonly Lock _lock = new();
     private readonly Dictionary<long, StorageJob> _jobs = [];
     private readonly CancellationTokenSource _disposed = new();
+    private readonly JobStore _store;
     private long _nextId;
+    private volatile bool _stopping;
 
     /// <summary>Creates a manager over <paramref name="service"/>.</summary>
     /// <param name="service">The service whose operations the jobs run.</param>
@@ -33,7 +35,14 @@ public sealed class JobManager : IDisposable
         _service = service;
         Retention = retention;
         _time = time ?? TimeProvider.System;
+        _store = new JobStore(Path.Combine(Path.GetDirectoryName(service.StateFile) ?? ".", "jobs"));
     }
+
+    /// <summary>Where stream and commit jobs are recorded while they run (<c>&lt;state-dir&gt;/jobs</c>).</summary>
+    public string JobDirectory => _store.Directory;
+
+    /// <summary>How long <see cref="Dispose"/> waits for running jobs to stop at a chunk boundary.</summary>
+    public static TimeSpan StopTimeout { get; } = TimeSpan.FromSeconds(30);
 
     /// <summary>How long a finished job stays listed.</summary>
     public TimeSpan Retention { get; }
@@ -105,21 +114,178 @@ public sealed class JobManager : IDisposable
                 t => { t.GetAwaiter().GetResult(); return (VolumeInfo?)null; }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default));
     }
 
-    /// <summary>Cancels running jobs and stops removing finished ones.</summary>
-    public void Dispose()
+    /// <summary>
+    /// Starts a stream of <paramref name="volume"/> (<see cref="StorageService.StreamAsync"/>), recorded under
+    /// <see cref="JobDirectory"/> until it ends so that a restarted lvstord takes it up again.
+    /// </summary>
+    public StorageJob StartStream(string pool, string volume, StreamOptions options)
     {
-        foreach (StorageJob job in List())
+        ArgumentNullException.ThrowIfNull(options);
+        VolumeInfo info = _service.GetVolume(pool, volume);
+        var record = new JobRecord(NewId(), StorageJobType.Stream, pool, volume, info.File, options.BaseSnapshot, options.SpeedLimit, _time.GetUtcNow());
+        return StartRecorded(record, info);
+    }
+
+    /// <summary>
+    /// Starts a commit of <paramref name="volume"/> (<see cref="StorageService.CommitAsync"/>), recorded like a stream. The
+    /// default base (the newest snapshot) is resolved now, so a resumed commit merges into the same layer.
+    /// </summary>
+    public StorageJob StartCommit(string pool, string volume, CommitOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        VolumeInfo info = _service.GetVolume(pool, volume);
+        string? baseSnapshot = options.BaseSnapshot ?? (info.Snapshots.Count > 0 ? info.Snapshots[^1].Name : null);
+        var record = new JobRecord(NewId(), StorageJobType.Commit, pool, volume, info.File, baseSnapshot, options.SpeedLimit, _time.GetUtcNow());
+        return StartRecorded(record, info);
+    }
+
+    /// <summary>
+    /// Takes up the stream and commit jobs a previous lvstord left recorded: a job whose volume still has the top it
+    /// started with runs again (copying again is harmless, and finds most of the work done); one whose pivot already
+    /// happened, or whose volume is gone, is removed. Returns what happened to each, for the log.
+    /// </summary>
+    public IReadOnlyList<string> ResumeRecorded()
+    {
+        var report = new List<string>();
+        (List<JobRecord> records, List<string> damaged) = _store.Load();
+        report.AddRange(damaged.Select(d => $"ignored a damaged job record {d}"));
+        foreach (JobRecord record in records)
         {
-            job.Cancel();
+            InterlockedMax(ref _nextId, record.Id);
         }
 
+        foreach (JobRecord record in records)
+        {
+            try
+            {
+                VolumeInfo info = _service.GetVolume(record.Pool, record.Volume);
+                if (info.File != record.TopFile)
+                {
+                    _store.Delete(record.Id);
+                    report.Add($"{Describe(record)} had finished before the restart; removed its record");
+                    continue;
+                }
+
+                StorageJob job = StartRecorded(record, info);
+                report.Add($"resumed {job}");
+            }
+            catch (StorageServiceException ex)
+            {
+                _store.Delete(record.Id);
+                report.Add($"could not resume {Describe(record)}: {ex.Message}; removed its record");
+            }
+        }
+
+        return report;
+    }
+
+    /// <summary>Changes the speed limit of a running stream or commit (bytes per second, 0 unlimited).</summary>
+    public void SetSpeed(long id, long bytesPerSecond)
+    {
+        if (bytesPerSecond < 0)
+        {
+            ThrowHelper.Invalid($"speed {bytesPerSecond} is negative; give bytes per second, or 0 for no limit");
+        }
+
+        RequireControl(id, "change the speed of").SpeedLimit = bytesPerSecond;
+        Raise(Find(id)!);
+    }
+
+    /// <summary>Holds a running stream or commit at its next chunk; the guest keeps running.</summary>
+    public void Pause(long id)
+    {
+        RequireControl(id, "pause").Pause();
+        Raise(Find(id)!);
+    }
+
+    /// <summary>Lets a paused stream or commit go on.</summary>
+    public void Resume(long id)
+    {
+        RequireControl(id, "resume").Resume();
+        Raise(Find(id)!);
+    }
+
+    /// <summary>
+    /// Stops: running jobs are cancelled and waited for (up to <see cref="StopTimeout"/>); recorded jobs keep their
+    /// records, so the next lvstord resumes them. Finished jobs are no longer removed.
+    /// </summary>
+    public void Dispose()
+    {
+        _stopping = true;
+        var running = new List<Task>();
+        foreach (StorageJob job in List())
+        {
+            if (job.Cancel())
+            {
+                running.Add(job.Completion);
+            }
+        }
+
+        Task.WaitAll(running.ToArray(), StopTimeout);
         _disposed.Cancel();
         _disposed.Dispose();
     }
 
-    private StorageJob Start<T>(StorageJobType type, VolumeInfo volume, string target, long total, Func<StorageJob, Task<T>> run)
+    private StorageJob StartRecorded(JobRecord record, VolumeInfo info)
     {
-        var job = new StorageJob(Interlocked.Increment(ref _nextId), type, volume.Pool, volume.Name, target, total, _time.GetUtcNow());
+        var control = new LiveJobControl(record.SpeedLimit);
+        Func<StorageJob, Task<VolumeInfo?>> run = record.Type == StorageJobType.Stream
+            ? job => Nothing(_service.StreamAsync(record.Pool, record.Volume, new StreamOptions { BaseSnapshot = record.BaseSnapshot },
+                Progress(job), job.CancellationToken, control))
+            : job => Nothing(_service.CommitAsync(record.Pool, record.Volume, new CommitOptions { BaseSnapshot = record.BaseSnapshot },
+                Progress(job), job.CancellationToken, control));
+        _store.Save(record);
+        try
+        {
+            return Start(record.Type, info, "", info.Capacity, run, record.Id, control, record);
+        }
+        catch
+        {
+            _store.Delete(record.Id);
+            throw;
+        }
+    }
+
+    private LiveJobControl RequireControl(long id, string what)
+    {
+        StorageJob job = Find(id) ?? throw new StorageServiceException(StorageErrorKind.NotFound, $"no job {id}; list jobs to see the running ones");
+        if (job.Control is not { } control)
+        {
+            ThrowHelper.Invalid($"cannot {what} {job}: only stream and commit jobs have a speed and can pause");
+            return null!;
+        }
+
+        if (job.State != StorageJobState.Running)
+        {
+            ThrowHelper.Invalid($"cannot {what} {job}: it has ended ({job.State.ToString().ToLowerInvariant()})");
+        }
+
+        return control;
+    }
+
+    private long NewId() => Interlocked.Increment(ref _nextId);
+
+    private static void InterlockedMax(ref long target, long value)
+    {
+        long current;
+        while ((current = Interlocked.Read(ref target)) < value && Interlocked.CompareExchange(ref target, value, current) != current)
+        {
+        }
+    }
+
+    private static string Describe(JobRecord record) =>
+        $"{record.Type.ToString().ToLowerInvariant()} job {record.Id} on volume '{record.Volume}' in pool '{record.Pool}'";
+
+    private static async Task<VolumeInfo?> Nothing(Task work)
+    {
+        await work.ConfigureAwait(false);
+        return null;
+    }
+
+    private StorageJob Start<T>(StorageJobType type, VolumeInfo volume, string target, long total, Func<StorageJob, Task<T>> run,
+        long id = 0, LiveJobControl? control = null, JobRecord? record = null)
+    {
+        var job = new StorageJob(id > 0 ? id : NewId(), type, volume.Pool, volume.Name, target, total, _time.GetUtcNow(), control);
         Task<T> work = run(job);
 
         // The service checks its arguments before it starts working; such errors fail the call, not a job.
@@ -140,11 +306,11 @@ public sealed class JobManager : IDisposable
         }
 
         Raise(job);
-        _ = FinishAsync(job, work, user);
+        _ = FinishAsync(job, work, user, record);
         return job;
     }
 
-    private async Task FinishAsync<T>(StorageJob job, Task<T> work, IDisposable? user)
+    private async Task FinishAsync<T>(StorageJob job, Task<T> work, IDisposable? user, JobRecord? record)
     {
         StorageJobState state;
         StorageServiceException? error = null;
@@ -178,6 +344,12 @@ public sealed class JobManager : IDisposable
         if (state == StorageJobState.Cancelled && error is not null && !error.Message.Contains("cancel", StringComparison.OrdinalIgnoreCase))
         {
             error = new StorageServiceException(StorageErrorKind.Cancelled, $"{job} was cancelled", error);
+        }
+
+        // A recorded job stopped by lvstord's own shutdown is taken up by the next start; otherwise it is over.
+        if (record is not null && (!_stopping || state == StorageJobState.Completed))
+        {
+            _store.Delete(record.Id);
         }
 
         job.Finish(state, error, result, _time.GetUtcNow());

@@ -11,6 +11,10 @@ public enum StorageJobType
     Download,
     /// <summary>Zeroes over a whole volume (<see cref="StorageService.WipeAsync"/>).</summary>
     Wipe,
+    /// <summary>Backing data copied into the top, then the backing dropped (<see cref="StorageService.StreamAsync"/>); persisted.</summary>
+    Stream,
+    /// <summary>Upper layers merged into a snapshot's layer, which becomes the top (<see cref="StorageService.CommitAsync"/>); persisted.</summary>
+    Commit,
 }
 
 /// <summary>Where a job stands.</summary>
@@ -36,8 +40,10 @@ public sealed class StorageJob
     private long _bytesDone;
     private volatile StorageJobState _state = StorageJobState.Running;
 
-    internal StorageJob(long id, StorageJobType type, string pool, string volume, string target, long bytesTotal, DateTimeOffset startedAt)
+    internal StorageJob(long id, StorageJobType type, string pool, string volume, string target, long bytesTotal, DateTimeOffset startedAt,
+        LiveJobControl? control = null)
     {
+        Control = control;
         Id = id;
         Type = type;
         Pool = pool;
@@ -61,6 +67,15 @@ public sealed class StorageJob
 
     /// <summary>The clone target's name, or empty.</summary>
     public string Target { get; }
+
+    /// <summary>Pause and speed of a stream or commit; null for jobs that have neither.</summary>
+    public LiveJobControl? Control { get; }
+
+    /// <summary>Bytes per second the job copies at most (0: unlimited); always 0 for jobs without <see cref="Control"/>.</summary>
+    public long SpeedLimit => Control?.SpeedLimit ?? 0;
+
+    /// <summary>Whether a running job is held by <see cref="JobManager.Pause"/>.</summary>
+    public bool IsPaused => _state == StorageJobState.Running && Control?.IsPaused == true;
 
     /// <summary>Bytes processed so far.</summary>
     public long BytesDone => Interlocked.Read(ref _bytesDone);

@@ -1,0 +1,92 @@
+using System.Diagnostics;
+
+namespace LibvirtStorage.Service;
+
+/// <summary>
+/// How a running stream or commit yields to guests: a speed limit that may change while it runs, and pause/resume.
+/// The job checks it between chunks, so a change takes effect within one chunk (1 MiB).
+/// </summary>
+public sealed class LiveJobControl : IDisposable
+{
+    private readonly ManualResetEventSlim _running = new(initialState: true);
+    private readonly Lock _lock = new();
+    private long _speedLimit;
+    private long _windowStart = Stopwatch.GetTimestamp();
+    private long _windowBytes;
+
+    /// <summary>A control with <paramref name="speedLimit"/> bytes per second (0: unlimited).</summary>
+    public LiveJobControl(long speedLimit = 0)
+    {
+        SpeedLimit = speedLimit;
+    }
+
+    /// <summary>Bytes per second the job copies at most; 0 is unlimited. Setting it starts a new measuring window.</summary>
+    public long SpeedLimit
+    {
+        get => Interlocked.Read(ref _speedLimit);
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            lock (_lock)
+            {
+                Interlocked.Exchange(ref _speedLimit, value);
+                RestartWindow();
+            }
+        }
+    }
+
+    /// <summary>Whether the job is held between two chunks.</summary>
+    public bool IsPaused => !_running.IsSet;
+
+    /// <summary>Holds the job at its next chunk boundary (the guest keeps running).</summary>
+    public void Pause() => _running.Reset();
+
+    /// <summary>Lets a paused job go on.</summary>
+    public void Resume()
+    {
+        lock (_lock)
+        {
+            RestartWindow();
+        }
+
+        _running.Set();
+    }
+
+    /// <summary>Releases the pause event.</summary>
+    public void Dispose() => _running.Dispose();
+
+    /// <summary>Called by the job between chunks: waits while paused, then sleeps long enough to keep to the speed limit.</summary>
+    internal void Yield(long bytesCopied, CancellationToken cancellationToken)
+    {
+        if (!_running.IsSet)
+        {
+            _running.Wait(cancellationToken);
+        }
+
+        TimeSpan wait;
+        lock (_lock)
+        {
+            _windowBytes += bytesCopied;
+            long limit = Interlocked.Read(ref _speedLimit);
+            if (limit <= 0)
+            {
+                return;
+            }
+
+            TimeSpan due = TimeSpan.FromSeconds((double)_windowBytes / limit);
+            wait = due - Stopwatch.GetElapsedTime(_windowStart);
+        }
+
+        if (wait > TimeSpan.Zero)
+        {
+            cancellationToken.WaitHandle.WaitOne(wait);
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+    }
+
+    private void RestartWindow()
+    {
+        _windowStart = Stopwatch.GetTimestamp();
+        _windowBytes = 0;
+    }
+}
