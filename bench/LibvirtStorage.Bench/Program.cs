@@ -113,7 +113,7 @@ internal static class Program
         Console.WriteLine();
         Console.WriteLine(JobsReport.Heading);
         JobsReport.PrintHeader(Console.Out);
-        var bench = new JobsBench(options, qemu, new PendingServiceChainJobs());
+        var bench = new JobsBench(options, qemu, new ServiceChainJobs());
         try
         {
             bench.RunAllAsync(row => JobsReport.PrintRow(Console.Out, row)).GetAwaiter().GetResult();
