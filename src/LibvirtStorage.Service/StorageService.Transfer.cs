@@ -47,8 +47,9 @@ public sealed partial class StorageService
 
     /// <summary>
     /// Writes the bytes read from <paramref name="source"/> into the volume at <paramref name="offset"/>
-    /// (virsh vol-upload), through the engine. All-zero chunks become zero ranges, so the image stays sparse.
-    /// Stops at the end of the source or after <paramref name="length"/> bytes.
+    /// (virsh vol-upload), through the engine. All-zero chunks become zero ranges, so the image stays sparse; the
+    /// holes of a sparse regular file (SEEK_DATA/SEEK_HOLE) become zero ranges without being read. Stops at the end
+    /// of the source or after <paramref name="length"/> bytes.
     /// </summary>
     /// <param name="poolName">The pool.</param>
     /// <param name="volumeName">The volume.</param>
@@ -213,6 +214,28 @@ public sealed partial class StorageService
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 int wanted = (int)Math.Min(TransferChunk, count - done);
+                if (seekable)
+                {
+                    // A hole of a sparse source file becomes zeroes in the volume without being read.
+                    long? dataAt = FileExtents.NextData(source, done);
+                    long hole = Math.Min(dataAt ?? Math.Max(done, RandomAccess.GetLength(source)), count) - done;
+                    if (hole > 0)
+                    {
+                        ZeroRange(image, offset + done, hole, cancellationToken);
+                        done += hole;
+                        zeroes += hole;
+                        reporter.Advance(hole);
+                        continue;
+                    }
+
+                    if (dataAt is null)
+                    {
+                        break; // The end of the file.
+                    }
+
+                    wanted = (int)Math.Min(wanted, FileExtents.NextHole(source, done) - done);
+                }
+
                 int filled = 0;
                 while (filled < wanted)
                 {
@@ -251,6 +274,18 @@ public sealed partial class StorageService
 
         reporter.Done();
         return new TransferResult(done, data, zeroes);
+    }
+
+    /// <summary>Makes a range of the volume read as zeroes, releasing its space where the format allows, in chunks that can be cancelled.</summary>
+    private static void ZeroRange(IBlockImage image, long offset, long length, CancellationToken cancellationToken)
+    {
+        for (long done = 0; done < length;)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            long n = Math.Min(WipeChunk, length - done);
+            image.WriteZeroes(offset + done, n, unmap: true);
+            done += n;
+        }
     }
 
     private static void Write(SafeFileHandle destination, bool seekable, ReadOnlySpan<byte> chunk, long position)

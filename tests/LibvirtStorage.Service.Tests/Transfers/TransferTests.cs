@@ -66,6 +66,45 @@ public sealed class TransferTests
         Assert.True(Tool.AllocatedBytes(output) <= 256 * 1024, $"download allocated {Tool.AllocatedBytes(output)} bytes");
     }
 
+    [Theory]
+    [InlineData("raw")]
+    [InlineData("qcow2")]
+    public async Task Upload_from_a_sparse_file_turns_its_holes_into_unallocated_zeroes_without_reading_them(string format)
+    {
+        // What the libvirt module's vol-upload --sparse hands lvstord: a temporary file whose holes are the client's holes.
+        using var h = new ServiceHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("disk", format, 64 * MiB));
+        Tool.QemuIo(h.File("disk"), format, "write -P 0x5a 0 64M"); // old data everywhere: the holes must replace it
+        string source = Path.Combine(h.Root, "holes.img");
+        using (FileStream stream = System.IO.File.Create(source))
+        {
+            stream.Write(Fill(0xc3, (int)MiB));
+            stream.Position = 40 * MiB;
+            stream.Write(Fill(0xd4, (int)MiB));
+            stream.SetLength(48 * MiB); // a trailing hole, then the file ends before the volume does
+        }
+
+        Assert.True(Tool.AllocatedBytes(source) <= 3 * MiB, $"the source should be sparse, allocated {Tool.AllocatedBytes(source)}");
+        TransferResult up;
+        using (SafeFileHandle input = System.IO.File.OpenHandle(source))
+        {
+            up = await h.Service.UploadAsync("p", "disk", input);
+        }
+
+        Assert.Equal(48 * MiB, up.Length);
+        Assert.Equal(2 * MiB, up.DataBytes); // the holes were skipped, not read and compared
+        Assert.Equal(46 * MiB, up.SkippedZeroBytes);
+
+        string back = Path.Combine(h.Root, "back.raw");
+        Tool.QemuImg(h.PoolPath("p"), "convert", "-O", "raw", "disk", back);
+        byte[] expected = new byte[64 * MiB];
+        System.IO.File.ReadAllBytes(source).CopyTo(expected, 0);
+        Fill(0x5a, (int)(16 * MiB)).CopyTo(expected, 48 * MiB); // past the end of the file the volume keeps its data
+        Assert.True(expected.AsSpan().SequenceEqual(System.IO.File.ReadAllBytes(back)), "volume content differs from the sparse source");
+        long allocation = h.Service.GetVolume("p", "disk").Allocation;
+        Assert.True(allocation < 24 * MiB, $"the holes should be unallocated in the volume, allocation {allocation}");
+    }
+
     [Fact]
     public async Task Download_resolves_the_whole_chain_and_a_range()
     {
