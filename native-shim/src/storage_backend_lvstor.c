@@ -10,13 +10,19 @@
  * refreshPool, stopPool, createVol, refreshVol, deleteVol and resizeVol, so those make only short calls;
  * buildVol, buildVolFrom, uploadVol, downloadVol and wipeVol run unlocked and may wait for lvstord's jobs.
  */
+#ifndef _GNU_SOURCE
+# define _GNU_SOURCE /* O_TMPFILE */
+#endif
 #include <config.h>
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <gio/gunixfdlist.h>
 
 #include "internal.h"
+#include "datatypes.h"
 #include "storage_backend.h"
 #include "virerror.h"
 #include "virfdstream.h"
@@ -619,12 +625,278 @@ lvstorStreamVol(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr str
     return -1;
 }
 
+/* ------------------------------------------------------------------ */
+/* sparse streams (vol-upload/vol-download --sparse)                   */
+
+/* libvirt's fd stream finds and makes holes only in a regular file (SEEK_DATA/SEEK_HOLE, lseek+ftruncate),
+ * never in a socket. So a sparse transfer goes through an unlinked temporary file: lvstord writes a download
+ * into it sparsely before libvirt reads it, and imports an upload from it after libvirt has written it.
+ * The file lives in LVSTOR_SPARSE_TMPDIR (libvirtd's environment), by default /var/tmp: it holds the
+ * transfer's data extents only, and vanishes with its last descriptor. */
+#define LVSTOR_SPARSE_TMPDIR_DEFAULT "/var/tmp"
+
+static const char *
+lvstorSparseDirectory(void)
+{
+    const char *dir = g_getenv("LVSTOR_SPARSE_TMPDIR");
+    return dir && *dir ? dir : LVSTOR_SPARSE_TMPDIR_DEFAULT;
+}
+
+/* An unlinked regular file opened read-write; -1 with an error reported. */
+static int
+lvstorOpenSparseFile(void)
+{
+    const char *dir = lvstorSparseDirectory();
+    g_autofree char *name = NULL;
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+    /* Filesystems without O_TMPFILE: a named file, unlinked at once. */
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        name = g_build_filename(dir, "lvstor-sparse-XXXXXX", NULL);
+        if ((fd = g_mkstemp_full(name, O_RDWR | O_CLOEXEC, 0600)) >= 0)
+            unlink(name);
+    }
+    if (fd < 0)
+        virReportSystemError(errno, "cannot create a temporary file in %s for the sparse stream "
+                             "(set LVSTOR_SPARSE_TMPDIR in libvirtd's environment to another directory)", dir);
+    return fd;
+}
+
+/* The path libvirt's fd stream opens: a fresh open of our descriptor's file, with its own position. */
+static char *
+lvstorSparseFilePath(int fd)
+{
+    return g_strdup_printf("/proc/self/fd/%d", fd);
+}
+
+/* Starts lvstord's Upload or Download job on fd; returns the job's path or NULL with an error reported. */
+static char *
+lvstorStartFileJob(const char *pool, const char *volume, const char *method, int fd,
+                   unsigned long long offset, unsigned long long length)
+{
+    g_autofree char *path = NULL;
+    g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(GError) err = NULL;
+    char *jobPath = NULL;
+
+    if (!(path = lvstorVolumePath(pool, volume)))
+        return NULL;
+    if (g_unix_fd_list_append(fds, fd, &err) < 0) {
+        virReportError(VIR_ERR_INTERNAL_ERROR, "cannot pass the temporary file: %s", err->message);
+        return NULL;
+    }
+    if (!(reply = lvstorCall(path, LVSTOR_VOLUME_IFACE, method,
+                             g_variant_new("(htt)", 0, (guint64) offset, (guint64) length),
+                             "(o)", fds, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return NULL;
+    g_variant_get(reply, "(o)", &jobPath);
+    return jobPath;
+}
+
+/* Download: lvstord writes the range into the file (data extents only; holes stay holes), then libvirt's
+ * fd stream serves the file with its holes. The client waits for lvstord's copy before the first byte. */
+static int
+lvstorDownloadSparse(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
+                     unsigned long long offset, unsigned long long length)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *jobPath = NULL;
+    g_autofree char *what = NULL;
+    g_autofree char *filePath = NULL;
+    int fd;
+    int ret = -1;
+
+    if ((fd = lvstorOpenSparseFile()) < 0)
+        return -1;
+    what = g_strdup_printf("Download of volume '%s'", vol->name);
+    if (!(jobPath = lvstorStartFileJob(def->name, vol->name, "Download", fd, offset, length)) ||
+        lvstorWaitJob(what, jobPath, NULL) < 0)
+        goto cleanup;
+
+    filePath = lvstorSparseFilePath(fd);
+    if (virFDStreamOpenBlockDevice(stream, filePath, 0, 0, true, O_RDONLY) < 0)
+        goto cleanup;
+    ret = 0;
+
+ cleanup:
+    lvstorClose(&fd); /* libvirt's stream has its own open file now */
+    return ret;
+}
+
+/* Upload: libvirt's fd stream writes the client's data and holes into the file; when the client finishes
+ * the stream, lvstord imports the file (its holes become zeroes, unallocated where the format allows). An
+ * aborted stream imports nothing. libvirt tells a backend nothing when a stream ends (storageVolUpload takes
+ * the fd stream's only internal close callback for its pool refresh), so the module watches the stream's
+ * finish and abort by wrapping its driver: a copy of libvirt's fd stream driver with those two replaced. */
+typedef struct {
+    char *pool;
+    char *volume;
+    unsigned long long offset;
+    int fd;
+} lvstorSparseUpload;
+
+static GMutex sparseUploadsLock;
+static GHashTable *sparseUploads; /* virStreamPtr -> lvstorSparseUpload */
+static virStreamDriver *fdStreamDriver;      /* libvirt's, what the wrapper forwards to */
+static virStreamDriver sparseUploadDriver;   /* the wrapper */
+
+static void
+lvstorSparseUploadFree(lvstorSparseUpload *upload)
+{
+    if (!upload)
+        return;
+    lvstorClose(&upload->fd);
+    g_free(upload->pool);
+    g_free(upload->volume);
+    g_free(upload);
+}
+
+static lvstorSparseUpload *
+lvstorTakeSparseUpload(virStreamPtr stream)
+{
+    lvstorSparseUpload *upload = NULL;
+
+    g_mutex_lock(&sparseUploadsLock);
+    /* Not g_hash_table_steal_extended: libvirt's glibcompat.h renames it to a symbol libvirt does not export. */
+    if (sparseUploads && (upload = g_hash_table_lookup(sparseUploads, stream)))
+        g_hash_table_remove(sparseUploads, stream);
+    g_mutex_unlock(&sparseUploadsLock);
+    return upload;
+}
+
+/* Runs on libvirtd's event loop (the client's finish message): only starts lvstord's job, which checks the
+ * volume and range at once (its refusal is the client's error); the import itself runs in lvstord. */
+static int
+lvstorSparseUploadFinish(virStreamPtr stream)
+{
+    lvstorSparseUpload *upload = lvstorTakeSparseUpload(stream);
+    lvstorTransfer *transfer;
+    struct stat st;
+    char *jobPath;
+    int ret;
+
+    ret = fdStreamDriver->streamFinish(stream); /* flushes the client's last bytes into the file */
+    if (!upload)
+        return ret;
+    if (ret < 0)
+        goto cleanup;
+
+    if (fstat(upload->fd, &st) < 0) {
+        virReportSystemError(errno, "%s", "cannot size the uploaded temporary file");
+        ret = -1;
+        goto cleanup;
+    }
+    if (st.st_size == 0) /* the client sent nothing: nothing to write */
+        goto cleanup;
+
+    if (!(jobPath = lvstorStartFileJob(upload->pool, upload->volume, "Upload", upload->fd,
+                                       upload->offset, (unsigned long long) st.st_size))) {
+        ret = -1;
+        goto cleanup;
+    }
+    transfer = g_new0(lvstorTransfer, 1);
+    transfer->what = g_strdup_printf("Upload of volume '%s'", upload->volume);
+    transfer->jobPath = jobPath;
+    g_thread_unref(g_thread_new("lvstor-transfer", lvstorWatchTransfer, transfer));
+
+ cleanup:
+    lvstorSparseUploadFree(upload); /* lvstord holds its own descriptor of the file */
+    return ret;
+}
+
+static int
+lvstorSparseUploadAbort(virStreamPtr stream)
+{
+    lvstorSparseUpload *upload = lvstorTakeSparseUpload(stream);
+    int ret = fdStreamDriver->streamAbort(stream);
+
+    if (upload)
+        VIR_INFO("sparse upload to volume '%s' aborted: nothing written", upload->volume);
+    lvstorSparseUploadFree(upload);
+    return ret;
+}
+
+/* Puts the wrapper in front of the fd stream libvirt just opened on stream. */
+static int
+lvstorWrapSparseUpload(virStreamPtr stream, lvstorSparseUpload *upload)
+{
+    g_mutex_lock(&sparseUploadsLock);
+    if (!fdStreamDriver) {
+        fdStreamDriver = stream->driver;
+        sparseUploadDriver = *stream->driver;
+        sparseUploadDriver.streamFinish = lvstorSparseUploadFinish;
+        sparseUploadDriver.streamAbort = lvstorSparseUploadAbort;
+        sparseUploads = g_hash_table_new(g_direct_hash, g_direct_equal);
+    }
+    if (stream->driver != fdStreamDriver || !fdStreamDriver->streamFinish || !fdStreamDriver->streamAbort) {
+        g_mutex_unlock(&sparseUploadsLock);
+        virReportError(VIR_ERR_INTERNAL_ERROR, "%s", "unexpected stream driver for a sparse upload");
+        return -1;
+    }
+    g_hash_table_insert(sparseUploads, stream, upload);
+    stream->driver = &sparseUploadDriver;
+    g_mutex_unlock(&sparseUploadsLock);
+    return 0;
+}
+
+static int
+lvstorUploadSparse(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
+                   unsigned long long offset, unsigned long long length)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *path = NULL;
+    g_autofree char *filePath = NULL;
+    g_autoptr(GVariant) props = NULL;
+    lvstorSparseUpload *upload;
+    guint64 capacity;
+
+    /* The range is checked now, so a client learns before it sends anything; lvstord checks again. */
+    if (!(path = lvstorVolumePath(def->name, vol->name)) ||
+        !(props = lvstorGetAll(path, LVSTOR_VOLUME_IFACE, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return -1;
+    capacity = lvstorDictU64(props, "Capacity");
+    if (offset > capacity || length > capacity - offset) {
+        virReportError(VIR_ERR_INVALID_ARG, "range at offset %llu length %llu is outside volume '%s' "
+                       "(%llu bytes)", offset, length, vol->name, (unsigned long long) capacity);
+        return -1;
+    }
+    if (offset == capacity) {
+        virReportError(VIR_ERR_INVALID_ARG, "offset %llu is the end of volume '%s': nothing can be uploaded "
+                       "there", offset, vol->name);
+        return -1;
+    }
+
+    upload = g_new0(lvstorSparseUpload, 1);
+    upload->pool = g_strdup(def->name);
+    upload->volume = g_strdup(vol->name);
+    upload->offset = offset;
+    if ((upload->fd = lvstorOpenSparseFile()) < 0)
+        goto error;
+
+    /* libvirt's stream stops the client at the end of the range (length 0: the end of the volume). */
+    filePath = lvstorSparseFilePath(upload->fd);
+    if (virFDStreamOpenBlockDevice(stream, filePath, 0, length ? length : capacity - offset, true,
+                                   O_WRONLY) < 0)
+        goto error;
+    if (lvstorWrapSparseUpload(stream, upload) < 0) {
+        stream->driver->streamAbort(stream); /* not virStreamAbort: that would reset the error */
+        goto error;
+    }
+    return 0;
+
+ error:
+    lvstorSparseUploadFree(upload);
+    return -1;
+}
+
 static int
 lvstorUploadVol(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
                 unsigned long long offset, unsigned long long length, unsigned int flags)
 {
-    /* A sparse stream needs libvirt's hole-aware file streams; lvstord reads a plain byte stream. */
-    virCheckFlags(0, -1);
+    virCheckFlags(VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM, -1);
+    if (flags & VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+        return lvstorUploadSparse(pool, vol, stream, offset, length);
     return lvstorStreamVol(pool, vol, stream, "Upload", offset, length);
 }
 
@@ -632,7 +904,9 @@ static int
 lvstorDownloadVol(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
                   unsigned long long offset, unsigned long long length, unsigned int flags)
 {
-    virCheckFlags(0, -1);
+    virCheckFlags(VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM, -1);
+    if (flags & VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
+        return lvstorDownloadSparse(pool, vol, stream, offset, length);
     return lvstorStreamVol(pool, vol, stream, "Download", offset, length);
 }
 
