@@ -669,26 +669,31 @@ lvstorSparseFilePath(int fd)
     return g_strdup_printf("/proc/self/fd/%d", fd);
 }
 
-/* Starts lvstord's Upload or Download job on fd; returns the job's path or NULL with an error reported. */
+/* Starts a job method of lvstord's Volume whose handles are fds; returns the job's path or NULL with an error
+ * reported. */
 static char *
-lvstorStartFileJob(const char *pool, const char *volume, const char *method, int fd,
-                   unsigned long long offset, unsigned long long length)
+lvstorStartFdJob(const char *pool, const char *volume, const char *method, GVariant *args, const int *fds,
+                 size_t nfds)
 {
     g_autofree char *path = NULL;
-    g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+    g_autoptr(GUnixFDList) list = g_unix_fd_list_new();
     g_autoptr(GVariant) reply = NULL;
     g_autoptr(GError) err = NULL;
     char *jobPath = NULL;
+    size_t i;
 
-    if (!(path = lvstorVolumePath(pool, volume)))
-        return NULL;
-    if (g_unix_fd_list_append(fds, fd, &err) < 0) {
-        virReportError(VIR_ERR_INTERNAL_ERROR, "cannot pass the temporary file: %s", err->message);
+    for (i = 0; i < nfds; i++) {
+        if (g_unix_fd_list_append(list, fds[i], &err) < 0) {
+            virReportError(VIR_ERR_INTERNAL_ERROR, "cannot pass a descriptor to lvstord: %s", err->message);
+            g_variant_unref(g_variant_ref_sink(args));
+            return NULL;
+        }
+    }
+    if (!(path = lvstorVolumePath(pool, volume))) {
+        g_variant_unref(g_variant_ref_sink(args));
         return NULL;
     }
-    if (!(reply = lvstorCall(path, LVSTOR_VOLUME_IFACE, method,
-                             g_variant_new("(htt)", 0, (guint64) offset, (guint64) length),
-                             "(o)", fds, LVSTOR_NOT_FOUND_IS_VOLUME)))
+    if (!(reply = lvstorCall(path, LVSTOR_VOLUME_IFACE, method, args, "(o)", list, LVSTOR_NOT_FOUND_IS_VOLUME)))
         return NULL;
     g_variant_get(reply, "(o)", &jobPath);
     return jobPath;
@@ -710,7 +715,8 @@ lvstorDownloadSparse(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPt
     if ((fd = lvstorOpenSparseFile()) < 0)
         return -1;
     what = g_strdup_printf("Download of volume '%s'", vol->name);
-    if (!(jobPath = lvstorStartFileJob(def->name, vol->name, "Download", fd, offset, length)) ||
+    if (!(jobPath = lvstorStartFdJob(def->name, vol->name, "Download",
+                                     g_variant_new("(htt)", 0, (guint64) offset, (guint64) length), &fd, 1)) ||
         lvstorWaitJob(what, jobPath, NULL) < 0)
         goto cleanup;
 
@@ -724,16 +730,19 @@ lvstorDownloadSparse(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPt
     return ret;
 }
 
-/* Upload: libvirt's fd stream writes the client's data and holes into the file; when the client finishes
- * the stream, lvstord imports the file (its holes become zeroes, unallocated where the format allows). An
- * aborted stream imports nothing. libvirt tells a backend nothing when a stream ends (storageVolUpload takes
- * the fd stream's only internal close callback for its pool refresh), so the module watches the stream's
- * finish and abort by wrapping its driver: a copy of libvirt's fd stream driver with those two replaced. */
+/* Upload: libvirt's fd stream writes the client's data and holes into the file, and lvstord imports it (its
+ * holes become zeroes, unallocated where the format allows). lvstord's UploadStaged job starts at once, so it
+ * checks and claims the volume before the client sends anything (as a plain upload does), but reads the file
+ * only when the module sends a byte on the ready socket: after the client finished the stream. An aborted or
+ * failed stream closes the socket without that byte: the job ends cancelled and writes nothing.
+ * libvirt tells a backend nothing when a stream ends (storageVolUpload takes the fd stream's only internal
+ * close callback for its pool refresh), so the module sees the stream's finish and abort by wrapping its
+ * driver: a copy of libvirt's fd stream driver with those two replaced. */
 typedef struct {
-    char *pool;
     char *volume;
-    unsigned long long offset;
-    int fd;
+    char *jobPath;
+    int file;   /* the temporary file (lvstord has its own descriptor of it) */
+    int ready;  /* our end of the ready socket */
 } lvstorSparseUpload;
 
 static GMutex sparseUploadsLock;
@@ -746,9 +755,10 @@ lvstorSparseUploadFree(lvstorSparseUpload *upload)
 {
     if (!upload)
         return;
-    lvstorClose(&upload->fd);
-    g_free(upload->pool);
+    lvstorClose(&upload->file);
+    lvstorClose(&upload->ready); /* without the byte, lvstord's job ends cancelled */
     g_free(upload->volume);
+    g_free(upload->jobPath);
     g_free(upload);
 }
 
@@ -765,43 +775,32 @@ lvstorTakeSparseUpload(virStreamPtr stream)
     return upload;
 }
 
-/* Runs on libvirtd's event loop (the client's finish message): only starts lvstord's job, which checks the
- * volume and range at once (its refusal is the client's error); the import itself runs in lvstord. */
+/* Runs on libvirtd's event loop (the client's finish message), so it does not wait for the import: it lets
+ * lvstord's job go and leaves it to a watcher thread, like a plain upload's job. */
 static int
 lvstorSparseUploadFinish(virStreamPtr stream)
 {
     lvstorSparseUpload *upload = lvstorTakeSparseUpload(stream);
     lvstorTransfer *transfer;
-    struct stat st;
-    char *jobPath;
     int ret;
 
     ret = fdStreamDriver->streamFinish(stream); /* flushes the client's last bytes into the file */
-    if (!upload)
-        return ret;
-    if (ret < 0)
+    if (!upload || ret < 0)
         goto cleanup;
 
-    if (fstat(upload->fd, &st) < 0) {
-        virReportSystemError(errno, "%s", "cannot size the uploaded temporary file");
-        ret = -1;
-        goto cleanup;
-    }
-    if (st.st_size == 0) /* the client sent nothing: nothing to write */
-        goto cleanup;
-
-    if (!(jobPath = lvstorStartFileJob(upload->pool, upload->volume, "Upload", upload->fd,
-                                       upload->offset, (unsigned long long) st.st_size))) {
+    if (send(upload->ready, "1", 1, MSG_NOSIGNAL) != 1) {
+        virReportSystemError(errno, "lvstord gave up the upload to volume '%s' (see its job %s)",
+                             upload->volume, upload->jobPath);
         ret = -1;
         goto cleanup;
     }
     transfer = g_new0(lvstorTransfer, 1);
     transfer->what = g_strdup_printf("Upload of volume '%s'", upload->volume);
-    transfer->jobPath = jobPath;
+    transfer->jobPath = g_steal_pointer(&upload->jobPath);
     g_thread_unref(g_thread_new("lvstor-transfer", lvstorWatchTransfer, transfer));
 
  cleanup:
-    lvstorSparseUploadFree(upload); /* lvstord holds its own descriptor of the file */
+    lvstorSparseUploadFree(upload);
     return ret;
 }
 
@@ -812,7 +811,8 @@ lvstorSparseUploadAbort(virStreamPtr stream)
     int ret = fdStreamDriver->streamAbort(stream);
 
     if (upload)
-        VIR_INFO("sparse upload to volume '%s' aborted: nothing written", upload->volume);
+        VIR_INFO("sparse upload to volume '%s' aborted: lvstord's job %s writes nothing", upload->volume,
+                 upload->jobPath);
     lvstorSparseUploadFree(upload);
     return ret;
 }
@@ -850,34 +850,41 @@ lvstorUploadSparse(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr 
     g_autoptr(GVariant) props = NULL;
     lvstorSparseUpload *upload;
     guint64 capacity;
+    int pair[2] = { -1, -1 };
+    int fds[2];
 
-    /* The range is checked now, so a client learns before it sends anything; lvstord checks again. */
+    /* libvirt's stream must stop the client at the end of the range: it needs the volume's capacity. */
     if (!(path = lvstorVolumePath(def->name, vol->name)) ||
         !(props = lvstorGetAll(path, LVSTOR_VOLUME_IFACE, LVSTOR_NOT_FOUND_IS_VOLUME)))
         return -1;
     capacity = lvstorDictU64(props, "Capacity");
-    if (offset > capacity || length > capacity - offset) {
-        virReportError(VIR_ERR_INVALID_ARG, "range at offset %llu length %llu is outside volume '%s' "
-                       "(%llu bytes)", offset, length, vol->name, (unsigned long long) capacity);
-        return -1;
-    }
-    if (offset == capacity) {
-        virReportError(VIR_ERR_INVALID_ARG, "offset %llu is the end of volume '%s': nothing can be uploaded "
-                       "there", offset, vol->name);
+    if (offset >= capacity) { /* lvstord would take it, but libvirt reads length 0 as "no limit" */
+        virReportError(VIR_ERR_INVALID_ARG, "range at offset %llu is outside volume '%s' (%llu bytes)",
+                       offset, vol->name, (unsigned long long) capacity);
         return -1;
     }
 
     upload = g_new0(lvstorSparseUpload, 1);
-    upload->pool = g_strdup(def->name);
     upload->volume = g_strdup(vol->name);
-    upload->offset = offset;
-    if ((upload->fd = lvstorOpenSparseFile()) < 0)
+    upload->ready = -1;
+    if ((upload->file = lvstorOpenSparseFile()) < 0)
         goto error;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+        virReportSystemError(errno, "%s", "cannot create the ready socket of a sparse upload");
+        goto error;
+    }
+    upload->ready = pair[0];
+    fds[0] = upload->file;
+    fds[1] = pair[1];
+    /* lvstord checks the volume (busy, read-only, a connected guest) and the range, and claims the volume. */
+    if (!(upload->jobPath = lvstorStartFdJob(def->name, vol->name, "UploadStaged",
+                                             g_variant_new("(hhtt)", 0, 1, (guint64) offset, (guint64) length),
+                                             fds, 2)))
+        goto error;
+    lvstorClose(&pair[1]);
 
-    /* libvirt's stream stops the client at the end of the range (length 0: the end of the volume). */
-    filePath = lvstorSparseFilePath(upload->fd);
-    if (virFDStreamOpenBlockDevice(stream, filePath, 0, length ? length : capacity - offset, true,
-                                   O_WRONLY) < 0)
+    filePath = lvstorSparseFilePath(upload->file);
+    if (virFDStreamOpenBlockDevice(stream, filePath, 0, length ? length : capacity - offset, true, O_WRONLY) < 0)
         goto error;
     if (lvstorWrapSparseUpload(stream, upload) < 0) {
         stream->driver->streamAbort(stream); /* not virStreamAbort: that would reset the error */
@@ -886,7 +893,8 @@ lvstorUploadSparse(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr 
     return 0;
 
  error:
-    lvstorSparseUploadFree(upload);
+    lvstorClose(&pair[1]);
+    lvstorSparseUploadFree(upload); /* closes the ready socket: a started job ends cancelled */
     return -1;
 }
 

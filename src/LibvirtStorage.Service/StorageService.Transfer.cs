@@ -58,8 +58,14 @@ public sealed partial class StorageService
     /// <param name="length">Most bytes to write; null for up to the end of the volume.</param>
     /// <param name="progress">Receives progress from 0 to 1.</param>
     /// <param name="cancellationToken">Stops between chunks; what was written stays written.</param>
+    /// <param name="ready">
+    /// Optional: for a <paramref name="source"/> file that its writer is still filling (the libvirt module's sparse
+    /// stream). The volume is claimed at once, but the source is read only after one byte arrives on
+    /// <paramref name="ready"/>; its end without a byte means the writer gave up: the upload ends
+    /// <see cref="StorageErrorKind.Cancelled"/> and writes nothing.
+    /// </param>
     public Task<TransferResult> UploadAsync(string poolName, string volumeName, SafeFileHandle source, long offset = 0, long? length = null,
-        IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+        IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default, SafeFileHandle? ready = null)
     {
         ArgumentNullException.ThrowIfNull(source);
         (PoolState pool, VolumeState volume, OperationScope scope) = BeginTransfer(poolName, volumeName, "upload", writes: true);
@@ -70,6 +76,11 @@ public sealed partial class StorageService
                 using IDisposable quiesced = QuiesceUnused(pool, volume, "upload to");
                 return ThrowHelper.Translate($"cannot upload to volume '{volumeName}'", () =>
                 {
+                    if (ready is not null)
+                    {
+                        WaitUntilReady(ready, volumeName);
+                    }
+
                     using IBlockImage image = ImageOpener.Open(pool.FullPath(volume.File), new ImageOpenOptions { Format = volume.Format });
                     long count = CheckRange(image, volumeName, offset, length);
                     TransferResult result = Upload(image, source, offset, count, new Reporter(progress, "upload", volumeName, count), cancellationToken);
@@ -274,6 +285,17 @@ public sealed partial class StorageService
 
         reporter.Done();
         return new TransferResult(done, data, zeroes);
+    }
+
+    /// <summary>Blocks until the writer of a staged source says it is complete (one byte), or throws Cancelled when it gives up (end of file).</summary>
+    private static void WaitUntilReady(SafeFileHandle ready, string volumeName)
+    {
+        Span<byte> signal = stackalloc byte[1];
+        if (FileDescriptors.Read(ready, signal) == 0)
+        {
+            throw new StorageServiceException(StorageErrorKind.Cancelled,
+                $"upload to volume '{volumeName}' was given up by its writer before its data was complete: nothing was written");
+        }
     }
 
     /// <summary>Makes a range of the volume read as zeroes, releasing its space where the format allows, in chunks that can be cancelled.</summary>
