@@ -106,6 +106,56 @@ public sealed class TransferTests
     }
 
     [Fact]
+    public async Task A_staged_upload_claims_the_volume_at_once_and_reads_its_file_only_when_ready()
+    {
+        using var h = new ServiceHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("disk", "qcow2", 4 * MiB));
+        string staged = Path.Combine(h.Root, "staged.img");
+        using SafeFileHandle file = System.IO.File.OpenHandle(staged, FileMode.Create, FileAccess.ReadWrite, FileShare.ReadWrite);
+        using var pipe = new AnonymousPipeServerStream(PipeDirection.Out);
+        using var readyEnd = new SafeFileHandle(pipe.ClientSafePipeHandle.DangerousGetHandle(), ownsHandle: false);
+
+        Task<TransferResult> upload = h.Service.UploadAsync("p", "disk", file, ready: readyEnd);
+        await Expect.ErrorAsync(StorageErrorKind.Busy, () => h.Service.UploadAsync("p", "disk", file)); // claimed before the data is there
+
+        // The writer fills the file (data, then a hole) and only then says it is ready.
+        RandomAccess.Write(file, Fill(0xab, (int)MiB), 0);
+        RandomAccess.SetLength(file, 2 * MiB);
+        Assert.False(upload.IsCompleted);
+        pipe.WriteByte(1);
+        pipe.Flush();
+        TransferResult result = await upload.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(2 * MiB, result.Length);
+        Assert.Equal(MiB, result.DataBytes);
+        string back = Path.Combine(h.Root, "back.raw");
+        Tool.QemuImg(h.PoolPath("p"), "convert", "-O", "raw", "disk", back);
+        byte[] expected = new byte[4 * MiB];
+        Fill(0xab, (int)MiB).CopyTo(expected, 0);
+        Assert.Equal(expected, System.IO.File.ReadAllBytes(back));
+    }
+
+    [Fact]
+    public async Task A_staged_upload_whose_writer_gives_up_is_cancelled_and_writes_nothing()
+    {
+        using var h = new ServiceHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("disk", "raw", 4 * MiB));
+        string staged = Path.Combine(h.Root, "staged.img");
+        System.IO.File.WriteAllBytes(staged, Fill(0xab, (int)MiB));
+        using SafeFileHandle file = System.IO.File.OpenHandle(staged);
+        using var pipe = new AnonymousPipeServerStream(PipeDirection.Out);
+        using var readyEnd = new SafeFileHandle(pipe.ClientSafePipeHandle.DangerousGetHandle(), ownsHandle: false);
+
+        Task<TransferResult> upload = h.Service.UploadAsync("p", "disk", file, ready: readyEnd);
+        pipe.SafePipeHandle.Dispose(); // the writer's end closes without the byte; the read end stays open
+
+        var ex = await Expect.ErrorAsync(StorageErrorKind.Cancelled, () => upload.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("given up by its writer", ex.Message, StringComparison.Ordinal);
+        Assert.True(System.IO.File.ReadAllBytes(h.File("disk")).All(b => b == 0), "a given-up staged upload must not write");
+        await h.Service.UploadAsync("p", "disk", file); // and the volume is free again
+    }
+
+    [Fact]
     public async Task Download_resolves_the_whole_chain_and_a_range()
     {
         using var h = new ServiceHarness();
