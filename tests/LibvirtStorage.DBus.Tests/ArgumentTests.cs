@@ -127,6 +127,13 @@ public sealed class ArgumentTests : IClassFixture<BusServerFixture>, IAsyncLifet
         ["upload at offset 2^64-1"] = Transfer("Upload", ulong.MaxValue, 0, Err + "Invalid"),
         ["upload past the end"] = Transfer("Upload", 8 << 20, 0, Err + "Invalid"),
         ["download length past the end"] = Transfer("Download", 0, 8 << 20, Err + "Invalid"),
+        ["staged upload past the end"] = new(Base, Volume, "UploadStaged", "hhtt", (ref MessageWriter w) =>
+        {
+            w.WriteHandle(File.OpenHandle("/dev/null"));
+            w.WriteHandle(File.OpenHandle("/dev/null"));
+            w.WriteUInt64(8 << 20);
+            w.WriteUInt64(0);
+        }, Err + "Invalid"),
         ["cancel unknown job"] = new(StorageBusServer.RootPath + "/job/999999", "org.lvstor.Storage1.Job", "Cancel", "", null, Err + "NotFound"),
         ["set a property"] = new(Base, "org.freedesktop.DBus.Properties", "Set", "ssv", (ref MessageWriter w) => { w.WriteString(Volume); w.WriteString("Capacity"); w.WriteVariantUInt64(1); }, "org.freedesktop.DBus.Error.PropertyReadOnly"),
     };
