@@ -10,13 +10,19 @@
  * refreshPool, stopPool, createVol, refreshVol, deleteVol and resizeVol, so those make only short calls;
  * buildVol, buildVolFrom, uploadVol, downloadVol and wipeVol run unlocked and may wait for lvstord's jobs.
  */
+#ifndef _GNU_SOURCE
+# define _GNU_SOURCE /* O_TMPFILE */
+#endif
 #include <config.h>
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <gio/gunixfdlist.h>
 
 #include "internal.h"
+#include "datatypes.h"
 #include "storage_backend.h"
 #include "virerror.h"
 #include "virfdstream.h"
@@ -619,12 +625,286 @@ lvstorStreamVol(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr str
     return -1;
 }
 
+/* ------------------------------------------------------------------ */
+/* sparse streams (vol-upload/vol-download --sparse)                   */
+
+/* libvirt's fd stream finds and makes holes only in a regular file (SEEK_DATA/SEEK_HOLE, lseek+ftruncate),
+ * never in a socket. So a sparse transfer goes through an unlinked temporary file: lvstord writes a download
+ * into it sparsely before libvirt reads it, and imports an upload from it after libvirt has written it.
+ * The file lives in LVSTOR_SPARSE_TMPDIR (libvirtd's environment), by default /var/tmp: it holds the
+ * transfer's data extents only, and vanishes with its last descriptor. */
+#define LVSTOR_SPARSE_TMPDIR_DEFAULT "/var/tmp"
+
+static const char *
+lvstorSparseDirectory(void)
+{
+    const char *dir = g_getenv("LVSTOR_SPARSE_TMPDIR");
+    return dir && *dir ? dir : LVSTOR_SPARSE_TMPDIR_DEFAULT;
+}
+
+/* An unlinked regular file opened read-write; -1 with an error reported. */
+static int
+lvstorOpenSparseFile(void)
+{
+    const char *dir = lvstorSparseDirectory();
+    g_autofree char *name = NULL;
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+    /* Filesystems without O_TMPFILE: a named file, unlinked at once. */
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        name = g_build_filename(dir, "lvstor-sparse-XXXXXX", NULL);
+        if ((fd = g_mkstemp_full(name, O_RDWR | O_CLOEXEC, 0600)) >= 0)
+            unlink(name);
+    }
+    if (fd < 0)
+        virReportSystemError(errno, "cannot create a temporary file in %s for the sparse stream "
+                             "(set LVSTOR_SPARSE_TMPDIR in libvirtd's environment to another directory)", dir);
+    return fd;
+}
+
+/* The path libvirt's fd stream opens: a fresh open of our descriptor's file, with its own position. */
+static char *
+lvstorSparseFilePath(int fd)
+{
+    return g_strdup_printf("/proc/self/fd/%d", fd);
+}
+
+/* Starts a job method of lvstord's Volume whose handles are fds; returns the job's path or NULL with an error
+ * reported. */
+static char *
+lvstorStartFdJob(const char *pool, const char *volume, const char *method, GVariant *args, const int *fds,
+                 size_t nfds)
+{
+    g_autofree char *path = NULL;
+    g_autoptr(GUnixFDList) list = g_unix_fd_list_new();
+    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(GError) err = NULL;
+    char *jobPath = NULL;
+    size_t i;
+
+    for (i = 0; i < nfds; i++) {
+        if (g_unix_fd_list_append(list, fds[i], &err) < 0) {
+            virReportError(VIR_ERR_INTERNAL_ERROR, "cannot pass a descriptor to lvstord: %s", err->message);
+            g_variant_unref(g_variant_ref_sink(args));
+            return NULL;
+        }
+    }
+    if (!(path = lvstorVolumePath(pool, volume))) {
+        g_variant_unref(g_variant_ref_sink(args));
+        return NULL;
+    }
+    if (!(reply = lvstorCall(path, LVSTOR_VOLUME_IFACE, method, args, "(o)", list, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return NULL;
+    g_variant_get(reply, "(o)", &jobPath);
+    return jobPath;
+}
+
+/* Download: lvstord writes the range into the file (data extents only; holes stay holes), then libvirt's
+ * fd stream serves the file with its holes. The client waits for lvstord's copy before the first byte. */
+static int
+lvstorDownloadSparse(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
+                     unsigned long long offset, unsigned long long length)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *jobPath = NULL;
+    g_autofree char *what = NULL;
+    g_autofree char *filePath = NULL;
+    int fd;
+    int ret = -1;
+
+    if ((fd = lvstorOpenSparseFile()) < 0)
+        return -1;
+    what = g_strdup_printf("Download of volume '%s'", vol->name);
+    if (!(jobPath = lvstorStartFdJob(def->name, vol->name, "Download",
+                                     g_variant_new("(htt)", 0, (guint64) offset, (guint64) length), &fd, 1)) ||
+        lvstorWaitJob(what, jobPath, NULL) < 0)
+        goto cleanup;
+
+    filePath = lvstorSparseFilePath(fd);
+    if (virFDStreamOpenBlockDevice(stream, filePath, 0, 0, true, O_RDONLY) < 0)
+        goto cleanup;
+    ret = 0;
+
+ cleanup:
+    lvstorClose(&fd); /* libvirt's stream has its own open file now */
+    return ret;
+}
+
+/* Upload: libvirt's fd stream writes the client's data and holes into the file, and lvstord imports it (its
+ * holes become zeroes, unallocated where the format allows). lvstord's UploadStaged job starts at once, so it
+ * checks and claims the volume before the client sends anything (as a plain upload does), but reads the file
+ * only when the module sends a byte on the ready socket: after the client finished the stream. An aborted or
+ * failed stream closes the socket without that byte: the job ends cancelled and writes nothing.
+ * libvirt tells a backend nothing when a stream ends (storageVolUpload takes the fd stream's only internal
+ * close callback for its pool refresh), so the module sees the stream's finish and abort by wrapping its
+ * driver: a copy of libvirt's fd stream driver with those two replaced. */
+typedef struct {
+    char *volume;
+    char *jobPath;
+    int file;   /* the temporary file (lvstord has its own descriptor of it) */
+    int ready;  /* our end of the ready socket */
+} lvstorSparseUpload;
+
+static GMutex sparseUploadsLock;
+static GHashTable *sparseUploads; /* virStreamPtr -> lvstorSparseUpload */
+static virStreamDriver *fdStreamDriver;      /* libvirt's, what the wrapper forwards to */
+static virStreamDriver sparseUploadDriver;   /* the wrapper */
+
+static void
+lvstorSparseUploadFree(lvstorSparseUpload *upload)
+{
+    if (!upload)
+        return;
+    lvstorClose(&upload->file);
+    lvstorClose(&upload->ready); /* without the byte, lvstord's job ends cancelled */
+    g_free(upload->volume);
+    g_free(upload->jobPath);
+    g_free(upload);
+}
+
+static lvstorSparseUpload *
+lvstorTakeSparseUpload(virStreamPtr stream)
+{
+    lvstorSparseUpload *upload = NULL;
+
+    g_mutex_lock(&sparseUploadsLock);
+    /* Not g_hash_table_steal_extended: libvirt's glibcompat.h renames it to a symbol libvirt does not export. */
+    if (sparseUploads && (upload = g_hash_table_lookup(sparseUploads, stream)))
+        g_hash_table_remove(sparseUploads, stream);
+    g_mutex_unlock(&sparseUploadsLock);
+    return upload;
+}
+
+/* Runs on libvirtd's event loop (the client's finish message), so it does not wait for the import: it lets
+ * lvstord's job go and leaves it to a watcher thread, like a plain upload's job. */
+static int
+lvstorSparseUploadFinish(virStreamPtr stream)
+{
+    lvstorSparseUpload *upload = lvstorTakeSparseUpload(stream);
+    lvstorTransfer *transfer;
+    int ret;
+
+    ret = fdStreamDriver->streamFinish(stream); /* flushes the client's last bytes into the file */
+    if (!upload || ret < 0)
+        goto cleanup;
+
+    if (send(upload->ready, "1", 1, MSG_NOSIGNAL) != 1) {
+        virReportSystemError(errno, "lvstord gave up the upload to volume '%s' (see its job %s)",
+                             upload->volume, upload->jobPath);
+        ret = -1;
+        goto cleanup;
+    }
+    transfer = g_new0(lvstorTransfer, 1);
+    transfer->what = g_strdup_printf("Upload of volume '%s'", upload->volume);
+    transfer->jobPath = g_steal_pointer(&upload->jobPath);
+    g_thread_unref(g_thread_new("lvstor-transfer", lvstorWatchTransfer, transfer));
+
+ cleanup:
+    lvstorSparseUploadFree(upload);
+    return ret;
+}
+
+static int
+lvstorSparseUploadAbort(virStreamPtr stream)
+{
+    lvstorSparseUpload *upload = lvstorTakeSparseUpload(stream);
+    int ret = fdStreamDriver->streamAbort(stream);
+
+    if (upload)
+        VIR_INFO("sparse upload to volume '%s' aborted: lvstord's job %s writes nothing", upload->volume,
+                 upload->jobPath);
+    lvstorSparseUploadFree(upload);
+    return ret;
+}
+
+/* Puts the wrapper in front of the fd stream libvirt just opened on stream. */
+static int
+lvstorWrapSparseUpload(virStreamPtr stream, lvstorSparseUpload *upload)
+{
+    g_mutex_lock(&sparseUploadsLock);
+    if (!fdStreamDriver) {
+        fdStreamDriver = stream->driver;
+        sparseUploadDriver = *stream->driver;
+        sparseUploadDriver.streamFinish = lvstorSparseUploadFinish;
+        sparseUploadDriver.streamAbort = lvstorSparseUploadAbort;
+        sparseUploads = g_hash_table_new(g_direct_hash, g_direct_equal);
+    }
+    if (stream->driver != fdStreamDriver || !fdStreamDriver->streamFinish || !fdStreamDriver->streamAbort) {
+        g_mutex_unlock(&sparseUploadsLock);
+        virReportError(VIR_ERR_INTERNAL_ERROR, "%s", "unexpected stream driver for a sparse upload");
+        return -1;
+    }
+    g_hash_table_insert(sparseUploads, stream, upload);
+    stream->driver = &sparseUploadDriver;
+    g_mutex_unlock(&sparseUploadsLock);
+    return 0;
+}
+
+static int
+lvstorUploadSparse(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
+                   unsigned long long offset, unsigned long long length)
+{
+    virStoragePoolDef *def = virStoragePoolObjGetDef(pool);
+    g_autofree char *path = NULL;
+    g_autofree char *filePath = NULL;
+    g_autoptr(GVariant) props = NULL;
+    lvstorSparseUpload *upload;
+    guint64 capacity;
+    int pair[2] = { -1, -1 };
+    int fds[2];
+
+    /* libvirt's stream must stop the client at the end of the range: it needs the volume's capacity. */
+    if (!(path = lvstorVolumePath(def->name, vol->name)) ||
+        !(props = lvstorGetAll(path, LVSTOR_VOLUME_IFACE, LVSTOR_NOT_FOUND_IS_VOLUME)))
+        return -1;
+    capacity = lvstorDictU64(props, "Capacity");
+    if (offset >= capacity) { /* lvstord would take it, but libvirt reads length 0 as "no limit" */
+        virReportError(VIR_ERR_INVALID_ARG, "range at offset %llu is outside volume '%s' (%llu bytes)",
+                       offset, vol->name, (unsigned long long) capacity);
+        return -1;
+    }
+
+    upload = g_new0(lvstorSparseUpload, 1);
+    upload->volume = g_strdup(vol->name);
+    upload->ready = -1;
+    if ((upload->file = lvstorOpenSparseFile()) < 0)
+        goto error;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+        virReportSystemError(errno, "%s", "cannot create the ready socket of a sparse upload");
+        goto error;
+    }
+    upload->ready = pair[0];
+    fds[0] = upload->file;
+    fds[1] = pair[1];
+    /* lvstord checks the volume (busy, read-only, a connected guest) and the range, and claims the volume. */
+    if (!(upload->jobPath = lvstorStartFdJob(def->name, vol->name, "UploadStaged",
+                                             g_variant_new("(hhtt)", 0, 1, (guint64) offset, (guint64) length),
+                                             fds, 2)))
+        goto error;
+    lvstorClose(&pair[1]);
+
+    filePath = lvstorSparseFilePath(upload->file);
+    if (virFDStreamOpenBlockDevice(stream, filePath, 0, length ? length : capacity - offset, true, O_WRONLY) < 0)
+        goto error;
+    if (lvstorWrapSparseUpload(stream, upload) < 0) {
+        stream->driver->streamAbort(stream); /* not virStreamAbort: that would reset the error */
+        goto error;
+    }
+    return 0;
+
+ error:
+    lvstorClose(&pair[1]);
+    lvstorSparseUploadFree(upload); /* closes the ready socket: a started job ends cancelled */
+    return -1;
+}
+
 static int
 lvstorUploadVol(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
                 unsigned long long offset, unsigned long long length, unsigned int flags)
 {
-    /* A sparse stream needs libvirt's hole-aware file streams; lvstord reads a plain byte stream. */
-    virCheckFlags(0, -1);
+    virCheckFlags(VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM, -1);
+    if (flags & VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+        return lvstorUploadSparse(pool, vol, stream, offset, length);
     return lvstorStreamVol(pool, vol, stream, "Upload", offset, length);
 }
 
@@ -632,7 +912,9 @@ static int
 lvstorDownloadVol(virStoragePoolObj *pool, virStorageVolDef *vol, virStreamPtr stream,
                   unsigned long long offset, unsigned long long length, unsigned int flags)
 {
-    virCheckFlags(0, -1);
+    virCheckFlags(VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM, -1);
+    if (flags & VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
+        return lvstorDownloadSparse(pool, vol, stream, offset, length);
     return lvstorStreamVol(pool, vol, stream, "Download", offset, length);
 }
 

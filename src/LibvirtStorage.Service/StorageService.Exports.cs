@@ -78,7 +78,7 @@ public sealed partial class StorageService
 
         private ExportTarget Target(PoolState pool, VolumeState volume) =>
             new(volume.Key, pool.Name, volume.Name, StorageNames.SocketPath(service.RuntimeDirectory, pool.Name, volume.Name),
-                pool.FullPath(volume.File), volume.Format, IsBackingOfOthers(pool, volume));
+                pool.FullPath(volume.File), volume.Format, service.IsBackingOfOthers(pool, volume));
     }
 
     /// <summary>The caller's users and the service's own registry (connected guests), as one.</summary>

@@ -113,6 +113,7 @@ public sealed partial class StorageService
                 Snapshots = kept,
                 BackingFile = baseSnapshot is null ? null : volume.BackingFile,
                 BackingFormat = baseSnapshot is null ? null : volume.BackingFormat,
+                BackingPool = baseSnapshot is null ? null : volume.BackingPool,
             })));
         }
 
@@ -123,6 +124,11 @@ public sealed partial class StorageService
 
         // A backing volume this one no longer uses may become writable again.
         Exports.Sync(poolName);
+        if (volume.BackingPool is { } backingPool && baseSnapshot is null)
+        {
+            Exports.Sync(backingPool);
+        }
+
         progress?.Report(new OperationProgress("stream", volumeName, 1));
     }
 

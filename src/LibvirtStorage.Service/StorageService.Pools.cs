@@ -66,6 +66,7 @@ public sealed partial class StorageService
             }
 
             RefuseIfPoolBusy(pool, "undefine");
+            RefuseIfBaseOfOtherPools(_state, pool, "undefine");
             InventoryState next = _state.WithoutPool(name);
             _store.Save(next);
             _state = next;
@@ -115,11 +116,26 @@ public sealed partial class StorageService
                 ThrowHelper.InUse($"cannot stop pool '{name}': volumes are in use: {string.Join(", ", used)}; stop those users first");
             }
 
+            RefuseIfBaseOfOtherPools(state, pool, "stop");
+
             stopped = pool with { Active = false };
             return state.WithPool(stopped);
         });
         Exports.Sync(name); // closes the sockets: no guest is connected (refused above)
         return ToInfo(stopped!);
+    }
+
+    /// <summary>Throws InUse when volumes of other pools use files of this pool as backing (a base moved here).</summary>
+    private static void RefuseIfBaseOfOtherPools(InventoryState state, PoolState pool, string operation)
+    {
+        var dependents = pool.Volumes.SelectMany(v => state.DependentsOf(pool.Name, v.File))
+            .Where(d => d.Pool.Name != pool.Name)
+            .Select(d => $"'{d.Volume.Name}' of pool '{d.Pool.Name}'")
+            .ToList();
+        if (dependents.Count > 0)
+        {
+            ThrowHelper.InUse($"cannot {operation} pool '{pool.Name}': volumes {string.Join(", ", dependents)} use its volumes as backing; stream them (or move the base back) first");
+        }
     }
 
     /// <summary>Sets whether the pool starts when the service starts.</summary>

@@ -47,8 +47,9 @@ public sealed partial class StorageService
 
     /// <summary>
     /// Writes the bytes read from <paramref name="source"/> into the volume at <paramref name="offset"/>
-    /// (virsh vol-upload), through the engine. All-zero chunks become zero ranges, so the image stays sparse.
-    /// Stops at the end of the source or after <paramref name="length"/> bytes.
+    /// (virsh vol-upload), through the engine. All-zero chunks become zero ranges, so the image stays sparse; the
+    /// holes of a sparse regular file (SEEK_DATA/SEEK_HOLE) become zero ranges without being read. Stops at the end
+    /// of the source or after <paramref name="length"/> bytes.
     /// </summary>
     /// <param name="poolName">The pool.</param>
     /// <param name="volumeName">The volume.</param>
@@ -57,8 +58,14 @@ public sealed partial class StorageService
     /// <param name="length">Most bytes to write; null for up to the end of the volume.</param>
     /// <param name="progress">Receives progress from 0 to 1.</param>
     /// <param name="cancellationToken">Stops between chunks; what was written stays written.</param>
+    /// <param name="ready">
+    /// Optional: for a <paramref name="source"/> file that its writer is still filling (the libvirt module's sparse
+    /// stream). The volume is claimed at once, but the source is read only after one byte arrives on
+    /// <paramref name="ready"/>; its end without a byte means the writer gave up: the upload ends
+    /// <see cref="StorageErrorKind.Cancelled"/> and writes nothing.
+    /// </param>
     public Task<TransferResult> UploadAsync(string poolName, string volumeName, SafeFileHandle source, long offset = 0, long? length = null,
-        IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+        IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default, SafeFileHandle? ready = null)
     {
         ArgumentNullException.ThrowIfNull(source);
         (PoolState pool, VolumeState volume, OperationScope scope) = BeginTransfer(poolName, volumeName, "upload", writes: true);
@@ -69,6 +76,11 @@ public sealed partial class StorageService
                 using IDisposable quiesced = QuiesceUnused(pool, volume, "upload to");
                 return ThrowHelper.Translate($"cannot upload to volume '{volumeName}'", () =>
                 {
+                    if (ready is not null)
+                    {
+                        WaitUntilReady(ready, volumeName);
+                    }
+
                     using IBlockImage image = ImageOpener.Open(pool.FullPath(volume.File), new ImageOpenOptions { Format = volume.Format });
                     long count = CheckRange(image, volumeName, offset, length);
                     TransferResult result = Upload(image, source, offset, count, new Reporter(progress, "upload", volumeName, count), cancellationToken);
@@ -213,6 +225,28 @@ public sealed partial class StorageService
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 int wanted = (int)Math.Min(TransferChunk, count - done);
+                if (seekable)
+                {
+                    // A hole of a sparse source file becomes zeroes in the volume without being read.
+                    long? dataAt = FileExtents.NextData(source, done);
+                    long hole = Math.Min(dataAt ?? Math.Max(done, RandomAccess.GetLength(source)), count) - done;
+                    if (hole > 0)
+                    {
+                        ZeroRange(image, offset + done, hole, cancellationToken);
+                        done += hole;
+                        zeroes += hole;
+                        reporter.Advance(hole);
+                        continue;
+                    }
+
+                    if (dataAt is null)
+                    {
+                        break; // The end of the file.
+                    }
+
+                    wanted = (int)Math.Min(wanted, FileExtents.NextHole(source, done) - done);
+                }
+
                 int filled = 0;
                 while (filled < wanted)
                 {
@@ -251,6 +285,29 @@ public sealed partial class StorageService
 
         reporter.Done();
         return new TransferResult(done, data, zeroes);
+    }
+
+    /// <summary>Blocks until the writer of a staged source says it is complete (one byte), or throws Cancelled when it gives up (end of file).</summary>
+    private static void WaitUntilReady(SafeFileHandle ready, string volumeName)
+    {
+        Span<byte> signal = stackalloc byte[1];
+        if (FileDescriptors.Read(ready, signal) == 0)
+        {
+            throw new StorageServiceException(StorageErrorKind.Cancelled,
+                $"upload to volume '{volumeName}' was given up by its writer before its data was complete: nothing was written");
+        }
+    }
+
+    /// <summary>Makes a range of the volume read as zeroes, releasing its space where the format allows, in chunks that can be cancelled.</summary>
+    private static void ZeroRange(IBlockImage image, long offset, long length, CancellationToken cancellationToken)
+    {
+        for (long done = 0; done < length;)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            long n = Math.Min(WipeChunk, length - done);
+            image.WriteZeroes(offset + done, n, unmap: true);
+            done += n;
+        }
     }
 
     private static void Write(SafeFileHandle destination, bool seekable, ReadOnlySpan<byte> chunk, long position)

@@ -212,12 +212,12 @@ public sealed partial class StorageService
             problem = ex.Message;
         }
 
-        List<ChainLayer> chain = ExpectedChain(pool, volume);
+        List<ChainLayer> chain = ExpectedChain(Snapshot(), pool, volume);
         chain.RemoveAt(0);
         var snapshots = volume.Snapshots.Select(s => new SnapshotInfo(s.Name, s.Created, s.Format, pool.FullPath(s.File))).ToList();
         return new VolumeInfo(pool.Name, volume.Name, volume.Key, volume.Format, capacity, allocation,
             IsBackingOfOthers(pool, volume), path, StorageNames.SocketPath(RuntimeDirectory, pool.Name, volume.Name),
-            chain.Select(l => l with { File = pool.FullPath(l.File) }).ToList(), snapshots, problem);
+            chain, snapshots, problem);
     }
 
     /// <summary>

@@ -84,7 +84,7 @@ public sealed partial class StorageService
             PoolState loaded = pool with { Active = wanted && present };
             if (loaded.Active)
             {
-                problems.AddRange(VerifyChains(loaded));
+                problems.AddRange(VerifyChains(state, loaded));
             }
 
             pools.Add(loaded);
@@ -97,12 +97,12 @@ public sealed partial class StorageService
     }
 
     /// <summary>Re-probes every volume of <paramref name="pool"/>: the files must exist and form exactly the recorded chain.</summary>
-    private static List<StorageProblem> VerifyChains(PoolState pool)
+    private static List<StorageProblem> VerifyChains(InventoryState state, PoolState pool)
     {
         var problems = new List<StorageProblem>();
         foreach (VolumeState volume in pool.Volumes)
         {
-            List<(string File, ImageFormat Format)> expected = ExpectedChain(pool, volume).Select(l => (pool.FullPath(l.File), l.Format)).ToList();
+            List<(string File, ImageFormat Format)> expected = ExpectedChain(state, pool, volume).Select(l => (l.File, l.Format)).ToList();
             try
             {
                 using IBlockImage top = ImageOpener.Open(pool.FullPath(volume.File), new ImageOpenOptions { ReadOnly = true, Lock = false });
@@ -152,30 +152,35 @@ public sealed partial class StorageService
             string.Join(" <- ", chain.AsEnumerable().Reverse().Select(l => $"{Path.GetFileName(l.File)} ({l.Format.ToName()})"));
     }
 
-    /// <summary>Every layer of a volume's chain, top first, each named by its owning volume and snapshot.</summary>
-    private static List<ChainLayer> ExpectedChain(PoolState pool, VolumeState volume)
+    /// <summary>Every layer of a volume's chain, top first, each named by its owning volume and snapshot, with full paths.</summary>
+    private static List<ChainLayer> ExpectedChain(InventoryState state, PoolState pool, VolumeState volume)
     {
         var layers = new List<ChainLayer>();
         foreach (var own in volume.OwnLayers())
         {
-            layers.Add(new ChainLayer(volume.Name, own.Snapshot, own.Format, own.File));
+            layers.Add(new ChainLayer(volume.Name, own.Snapshot, own.Format, pool.FullPath(own.File)));
         }
 
-        string? backing = volume.BackingFile;
         var seen = new HashSet<Guid> { volume.Key };
-        while (backing is not null && pool.OwnerOf(backing) is { } owner && seen.Add(owner.Key))
+        for (VolumeState current = volume; state.BackingPoolOf(pool, current) is { } backingPool;)
         {
+            string backing = current.BackingFile!;
+            if (backingPool.OwnerOf(backing) is not { } owner || !seen.Add(owner.Key))
+            {
+                break;
+            }
+
             bool below = false;
             foreach (var own in owner.OwnLayers())
             {
                 below |= own.File == backing;
                 if (below)
                 {
-                    layers.Add(new ChainLayer(owner.Name, own.Snapshot, own.Format, own.File));
+                    layers.Add(new ChainLayer(owner.Name, own.Snapshot, own.Format, backingPool.FullPath(own.File)));
                 }
             }
 
-            backing = owner.BackingFile;
+            (pool, current) = (backingPool, owner);
         }
 
         return layers;
@@ -219,20 +224,23 @@ public sealed partial class StorageService
         pool.FindVolume(volumeName) ?? throw new StorageServiceException(StorageErrorKind.NotFound,
             $"no volume named '{volumeName}' in pool '{pool.Name}'; refresh the pool if the file was added by hand");
 
-    /// <summary>Who uses any of <paramref name="files"/> of <paramref name="volume"/>: other volumes (as backing) and registered users.</summary>
+    /// <summary>Who uses any of <paramref name="files"/> of <paramref name="volume"/>: other volumes (as backing, in any pool) and registered users.</summary>
     private List<string> UsersOf(PoolState pool, VolumeState volume, IEnumerable<string>? files = null, string? except = null)
     {
-        var owned = (files ?? volume.Files()).ToHashSet(StringComparer.Ordinal);
-        var users = pool.Volumes
-            .Where(v => v.Key != volume.Key && v.BackingFile is not null && owned.Contains(v.BackingFile))
-            .Select(v => $"volume '{v.Name}' (uses it as backing)")
+        InventoryState state = Snapshot();
+        var users = (files ?? volume.Files())
+            .SelectMany(file => state.DependentsOf(pool.Name, file))
+            .Where(d => d.Volume.Key != volume.Key)
+            .Select(d => d.Pool.Name == pool.Name ? $"volume '{d.Volume.Name}' (uses it as backing)" : $"volume '{d.Volume.Name}' of pool '{d.Pool.Name}' (uses it as backing)")
+            .Distinct()
             .ToList();
         users.AddRange(Users.GetUsers(volume.Key).Where(u => u.Kind != except).Select(u => u.ToString()));
         return users;
     }
 
-    private static bool IsBackingOfOthers(PoolState pool, VolumeState volume) =>
-        pool.Volumes.Any(v => v.Key != volume.Key && v.BackingFile == volume.File);
+    /// <summary>Whether a volume (in any pool) uses this volume's top as its backing file.</summary>
+    private bool IsBackingOfOthers(PoolState pool, VolumeState volume) =>
+        Snapshot().DependentsOf(pool.Name, volume.File).Any(d => d.Volume.Key != volume.Key);
 
     /// <summary>
     /// Throws InUse naming the users of <paramref name="volume"/>'s files, when there are any; registered users of
@@ -248,9 +256,9 @@ public sealed partial class StorageService
     }
 
     /// <summary>Refuses writes to a volume that other volumes use as backing (their data would change under them).</summary>
-    private static void RefuseIfReadOnly(PoolState pool, VolumeState volume, string operation)
+    private void RefuseIfReadOnly(PoolState pool, VolumeState volume, string operation)
     {
-        var dependents = pool.Volumes.Where(v => v.Key != volume.Key && v.BackingFile == volume.File).Select(v => $"'{v.Name}'").ToList();
+        var dependents = Snapshot().DependentsOf(pool.Name, volume.File).Where(d => d.Volume.Key != volume.Key).Select(d => $"'{d.Volume.Name}'").ToList();
         if (dependents.Count > 0)
         {
             ThrowHelper.InUse($"cannot {operation} volume '{volume.Name}': it is read-only because volume {string.Join(", ", dependents)} uses it as backing; delete those (or clone them in full) first");

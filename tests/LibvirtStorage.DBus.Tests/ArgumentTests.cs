@@ -66,8 +66,20 @@ public sealed class ArgumentTests : IClassFixture<BusServerFixture>, IAsyncLifet
             w.WriteUInt64(length);
         }, error);
 
+    private static Case Live(string member, Dictionary<string, VariantValue> options, string error) =>
+        new(Base, Volume, member, "a{sv}", (ref MessageWriter w) => w.WriteDictionary(options), error);
+
     private static readonly Dictionary<string, Case> Cases = new()
     {
+        ["stream to an unknown base"] = Live("Stream", new() { ["base"] = VariantValue.String("nope") }, Err + "NotFound"),
+        ["stream unknown option"] = Live("Stream", new() { ["bandwidth"] = VariantValue.UInt64(1) }, Err + "Invalid"),
+        ["stream speed as a string"] = Live("Stream", new() { ["speed"] = VariantValue.String("10M") }, Err + "Invalid"),
+        ["stream base as a number"] = Live("Stream", new() { ["base"] = VariantValue.UInt32(1) }, Err + "Invalid"),
+        ["stream speed 2^64-1"] = Live("Stream", new() { ["speed"] = VariantValue.UInt64(ulong.MaxValue) }, Err + "Invalid"),
+        ["commit without a snapshot"] = Live("Commit", [], Err + "Invalid"),
+        ["commit wrong signature"] = new(Base, Volume, "Commit", "s", (ref MessageWriter w) => w.WriteString("s1"), "org.freedesktop.DBus.Error.InvalidArgs"),
+        ["pause unknown job"] = new(StorageBusServer.RootPath + "/job/999999", "org.lvstor.Storage1.Job", "Pause", "", null, Err + "NotFound"),
+        ["set speed of unknown job"] = new(StorageBusServer.RootPath + "/job/999999", "org.lvstor.Storage1.Job", "SetSpeed", "t", (ref MessageWriter w) => w.WriteUInt64(1), Err + "NotFound"),
         ["define duplicate pool"] = new(Root, Manager, "DefinePool", "ss", (ref MessageWriter w) => { w.WriteString("p"); w.WriteString("/tmp/lvstor-nowhere-dup"); }, Err + "Exists"),
         ["define pool name with slash"] = new(Root, Manager, "DefinePool", "ss", (ref MessageWriter w) => { w.WriteString("a/b"); w.WriteString("/tmp/lvstor-nowhere-1"); }, Err + "Invalid"),
         ["define pool name dot-dot"] = new(Root, Manager, "DefinePool", "ss", (ref MessageWriter w) => { w.WriteString(".."); w.WriteString("/tmp/lvstor-nowhere-2"); }, Err + "Invalid"),
@@ -115,6 +127,13 @@ public sealed class ArgumentTests : IClassFixture<BusServerFixture>, IAsyncLifet
         ["upload at offset 2^64-1"] = Transfer("Upload", ulong.MaxValue, 0, Err + "Invalid"),
         ["upload past the end"] = Transfer("Upload", 8 << 20, 0, Err + "Invalid"),
         ["download length past the end"] = Transfer("Download", 0, 8 << 20, Err + "Invalid"),
+        ["staged upload past the end"] = new(Base, Volume, "UploadStaged", "hhtt", (ref MessageWriter w) =>
+        {
+            w.WriteHandle(File.OpenHandle("/dev/null"));
+            w.WriteHandle(File.OpenHandle("/dev/null"));
+            w.WriteUInt64(8 << 20);
+            w.WriteUInt64(0);
+        }, Err + "Invalid"),
         ["cancel unknown job"] = new(StorageBusServer.RootPath + "/job/999999", "org.lvstor.Storage1.Job", "Cancel", "", null, Err + "NotFound"),
         ["set a property"] = new(Base, "org.freedesktop.DBus.Properties", "Set", "ssv", (ref MessageWriter w) => { w.WriteString(Volume); w.WriteString("Capacity"); w.WriteVariantUInt64(1); }, "org.freedesktop.DBus.Error.PropertyReadOnly"),
     };

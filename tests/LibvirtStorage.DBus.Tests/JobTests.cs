@@ -143,6 +143,47 @@ public sealed class JobTests(BusServerFixture fixture) : IClassFixture<BusServer
     }
 
     [BusFact]
+    public async Task StreamAndCommitRunAsJobsWithSpeedAndPause()
+    {
+        string volume = await fixture.CreateVolumeAsync("job-live", "qcow2", 16 << 20);
+        await fixture.CallAsync(volume, Volume, "CreateSnapshot", "s", (ref MessageWriter w) => w.WriteString("s1"));
+
+        // 16 MiB of data in the layer that becomes s2's, so the stream has something to copy (no export holds the file here).
+        string top = fixture.Service.GetVolume(BusServerFixture.Pool, "job-live").File;
+        var qemuIo = System.Diagnostics.Process.Start("qemu-io", ["-f", "qcow2", "-c", "write -P 5 0 16M", top])!;
+        await qemuIo.WaitForExitAsync();
+        Assert.Equal(0, qemuIo.ExitCode);
+        await fixture.CallAsync(volume, Volume, "CreateSnapshot", "s", (ref MessageWriter w) => w.WriteString("s2"));
+        using SignalLog log = await SignalLog.StartAsync(fixture.Client);
+
+        // Slow enough (64 KiB/s for 16 MiB: minutes) to be seen running, paused and sped up.
+        string stream = await fixture.CallPathAsync(volume, Volume, "Stream", "a{sv}", (ref MessageWriter w) =>
+            w.WriteDictionary(new Dictionary<string, VariantValue> { ["base"] = VariantValue.String("s1"), ["speed"] = VariantValue.UInt64(64 << 10) }));
+        Assert.Equal("stream", await StringPropertyAsync(stream, "Type"));
+        Assert.Equal(64UL << 10, (await fixture.GetPropertyAsync(stream, Job, "Speed")).GetUInt64());
+        await fixture.CallAsync(stream, Job, "Pause", null, null);
+        Assert.True((await fixture.GetPropertyAsync(stream, Job, "Paused")).GetBool());
+        Assert.Equal("running", await StringPropertyAsync(stream, "State"));
+        await fixture.CallAsync(stream, Job, "Resume", null, null);
+        await fixture.CallAsync(stream, Job, "SetSpeed", "t", (ref MessageWriter w) => w.WriteUInt64(0));
+        Assert.Equal(0UL, (await fixture.GetPropertyAsync(stream, Job, "Speed")).GetUInt64());
+        Assert.Equal("completed", (await CompletedAsync(log, stream)).Strings[0]);
+        Assert.Equal(16UL << 20, (await fixture.GetPropertyAsync(stream, Job, "BytesDone")).GetUInt64());
+
+        // s2's layer was streamed into the top, so s2 is gone; a commit then merges the top into s1's layer.
+        Assert.Equal(["s1"], fixture.Service.ListSnapshots(BusServerFixture.Pool, "job-live").Select(x => x.Name));
+        string commit = await fixture.CallPathAsync(volume, Volume, "Commit", "a{sv}", (ref MessageWriter w) => w.WriteDictionary(new Dictionary<string, VariantValue>()));
+        Assert.Equal("completed", (await CompletedAsync(log, commit)).Strings[0]);
+        Assert.Equal("commit", await StringPropertyAsync(commit, "Type"));
+        Assert.Empty(fixture.Service.ListSnapshots(BusServerFixture.Pool, "job-live"));
+        Assert.Equal(Path.Combine(fixture.PoolDirectory, "job-live"), fixture.Service.GetVolume(BusServerFixture.Pool, "job-live").File);
+
+        // A finished job cannot be paused.
+        var error = await Assert.ThrowsAsync<DBusErrorReplyException>(() => fixture.CallAsync(commit, Job, "Pause", null, null));
+        Assert.Equal("org.lvstor.Storage1.Error.Invalid", error.ErrorName);
+    }
+
+    [BusFact]
     public async Task CancelEndsASlowUploadAsCancelledAndLeavesNothingBehind()
     {
         string volume = await fixture.CreateVolumeAsync("job-cancel", "qcow2", 64 << 20);

@@ -131,27 +131,6 @@ public sealed class VolumeTests(LibvirtWorld world)
     }
 
     [LibvirtFact]
-    public void Sparse_streams_are_refused_cleanly_and_change_nothing()
-    {
-        // A known limit of the module (native-shim/README.md): lvstord's streams are plain byte streams.
-        world.Up();
-        string pool = world.StartPool();
-        world.VirshOk("vol-create-as", pool, "s.qcow2", "8M", "--format", "qcow2");
-        string data = RandomFile(1 * MiB);
-
-        CommandResult up = world.Virsh("vol-upload", "--pool", pool, "s.qcow2", data, "--sparse");
-        Assert.True(up.ExitCode != 0, $"expected a refusal:\n{up}");
-        Assert.Contains("unsupported flags", up.Stderr);
-        CommandResult down = world.Virsh("vol-download", "--pool", pool, "s.qcow2", Path.Combine(world.Work, world.Unique("download")), "--sparse");
-        Assert.True(down.ExitCode != 0, $"expected a refusal:\n{down}");
-        Assert.Contains("unsupported flags", down.Stderr);
-
-        string whole = Path.Combine(world.Work, world.Unique("download"));
-        world.VirshOk("vol-download", "--pool", pool, "s.qcow2", whole);
-        Assert.True(File.ReadAllBytes(whole).All(b => b == 0), "a refused upload must not have written anything");
-    }
-
-    [LibvirtFact]
     public void Vol_clone_copies_a_volume_under_a_new_name_with_its_own_socket()
     {
         world.Up();

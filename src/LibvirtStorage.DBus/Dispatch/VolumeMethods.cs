@@ -18,6 +18,7 @@ internal static class VolumeMethods
         new(I, "Clone", "sss", Admin: true, Clone),
         new(I, "Upload", "htt", Admin: true, call => Transfer(call, upload: true)),
         new(I, "Download", "htt", Admin: true, call => Transfer(call, upload: false)),
+        new(I, "UploadStaged", "hhtt", Admin: true, UploadStaged),
         new(I, "Wipe", "", Admin: true, call => StartJob(call, jobs => jobs.StartWipe(call.Target.Pool, call.Target.Volume))),
         new(I, "Stream", "a{sv}", Admin: true, call => LiveJob(call, (jobs, v, b, speed) =>
             jobs.StartStream(v.Pool, v.Volume, new StreamOptions { BaseSnapshot = b, SpeedLimit = speed }))),
@@ -124,6 +125,37 @@ internal static class VolumeMethods
 
         (string pool, string volume) = (call.Target.Pool, call.Target.Volume);
         return StartJob(call, jobs => upload ? jobs.StartUpload(pool, volume, fd, start, count) : jobs.StartDownload(pool, volume, fd, start, count));
+    }
+
+    /// <summary>Upload from a file its writer is still filling: the job claims the volume now and reads the file once the ready fd delivers a byte.</summary>
+    private static Task UploadStaged(BusCall call)
+    {
+        Reader reader = call.Request.GetBodyReader();
+        SafeFileHandle? file = reader.ReadHandle<SafeFileHandle>();
+        SafeFileHandle? ready = reader.ReadHandle<SafeFileHandle>();
+        ulong offset = reader.ReadUInt64();
+        ulong length = reader.ReadUInt64();
+        long start;
+        long? count;
+        try
+        {
+            if (file is null || file.IsInvalid || ready is null || ready.IsInvalid)
+            {
+                throw BusError.Invalid("UploadStaged needs two usable file descriptors: the staged file and the ready signal (a pipe or socket)");
+            }
+
+            start = BusCall.ToSize(offset, "offset");
+            count = length == 0 ? null : BusCall.ToSize(length, "length");
+        }
+        catch
+        {
+            file?.Dispose();
+            ready?.Dispose();
+            throw;
+        }
+
+        (string pool, string volume) = (call.Target.Pool, call.Target.Volume);
+        return StartJob(call, jobs => jobs.StartUpload(pool, volume, file, start, count, ready));
     }
 
     private static Task StartJob(BusCall call, Func<JobManager, StorageJob> start)

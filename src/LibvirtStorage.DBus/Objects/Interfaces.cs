@@ -53,6 +53,7 @@ internal static class Interfaces
         <method name="Clone"><arg name="target" type="s" direction="in"/><arg name="mode" type="s" direction="in"/><arg name="format" type="s" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="Upload"><arg name="fd" type="h" direction="in"/><arg name="offset" type="t" direction="in"/><arg name="length" type="t" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="Download"><arg name="fd" type="h" direction="in"/><arg name="offset" type="t" direction="in"/><arg name="length" type="t" direction="in"/><arg name="job" type="o" direction="out"/></method>
+        <method name="UploadStaged"><arg name="file" type="h" direction="in"/><arg name="ready" type="h" direction="in"/><arg name="offset" type="t" direction="in"/><arg name="length" type="t" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="Wipe"><arg name="job" type="o" direction="out"/></method>
         <method name="Stream"><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="Commit"><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>

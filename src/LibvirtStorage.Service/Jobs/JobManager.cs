@@ -79,16 +79,21 @@ public sealed class JobManager : IDisposable
             _service.CloneVolumeAsync(pool, source, target, format, linked, Progress(job), job.CancellationToken));
     }
 
-    /// <summary>Starts an upload from <paramref name="source"/>, which the job owns and closes when it ends.</summary>
-    public StorageJob StartUpload(string pool, string volume, SafeFileHandle source, long offset, long? length)
+    /// <summary>
+    /// Starts an upload from <paramref name="source"/>, which the job owns and closes when it ends; so it does
+    /// <paramref name="ready"/>, the optional signal of a staged source (see <see cref="StorageService.UploadAsync"/>).
+    /// </summary>
+    public StorageJob StartUpload(string pool, string volume, SafeFileHandle source, long offset, long? length, SafeFileHandle? ready = null)
     {
         ArgumentNullException.ThrowIfNull(source);
         using var owned = new OwnedHandle(source);
+        using OwnedHandle? ownedReady = ready is null ? null : new OwnedHandle(ready);
         VolumeInfo info = _service.GetVolume(pool, volume);
         CheckRange(info, offset, length);
         StorageJob job = Start(StorageJobType.Upload, info, "", length ?? Math.Max(0, info.Capacity - offset), job =>
-            Close(_service.UploadAsync(pool, volume, source, offset, length, Progress(job), job.CancellationToken), source));
+            Close(_service.UploadAsync(pool, volume, source, offset, length, Progress(job), job.CancellationToken, ready), source, ready));
         owned.Release();
+        ownedReady?.Release();
         return job;
     }
 
@@ -383,7 +388,7 @@ public sealed class JobManager : IDisposable
         }
     }
 
-    private static async Task<VolumeInfo?> Close<T>(Task<T> work, SafeFileHandle handle)
+    private static async Task<VolumeInfo?> Close<T>(Task<T> work, SafeFileHandle handle, SafeFileHandle? also = null)
     {
         try
         {
@@ -393,6 +398,7 @@ public sealed class JobManager : IDisposable
         finally
         {
             handle.Dispose();
+            also?.Dispose();
         }
     }
 

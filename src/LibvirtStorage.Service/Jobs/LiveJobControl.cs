@@ -9,6 +9,7 @@ namespace LibvirtStorage.Service;
 public sealed class LiveJobControl : IDisposable
 {
     private readonly ManualResetEventSlim _running = new(initialState: true);
+    private readonly SemaphoreSlim _changed = new(0);
     private readonly Lock _lock = new();
     private long _speedLimit;
     private long _windowStart = Stopwatch.GetTimestamp();
@@ -32,6 +33,8 @@ public sealed class LiveJobControl : IDisposable
                 Interlocked.Exchange(ref _speedLimit, value);
                 RestartWindow();
             }
+
+            Wake();
         }
     }
 
@@ -50,10 +53,15 @@ public sealed class LiveJobControl : IDisposable
         }
 
         _running.Set();
+        Wake();
     }
 
-    /// <summary>Releases the pause event.</summary>
-    public void Dispose() => _running.Dispose();
+    /// <summary>Releases the events.</summary>
+    public void Dispose()
+    {
+        _running.Dispose();
+        _changed.Dispose();
+    }
 
     /// <summary>Called by the job between chunks: waits while paused, then sleeps long enough to keep to the speed limit.</summary>
     internal void Yield(long bytesCopied, CancellationToken cancellationToken)
@@ -63,24 +71,36 @@ public sealed class LiveJobControl : IDisposable
             _running.Wait(cancellationToken);
         }
 
-        TimeSpan wait;
-        lock (_lock)
+        // Sleep until the window's bytes are due; a new speed (or a resume) restarts the window and wakes the sleep.
+        while (true)
         {
-            _windowBytes += bytesCopied;
-            long limit = Interlocked.Read(ref _speedLimit);
-            if (limit <= 0)
+            TimeSpan wait;
+            lock (_lock)
             {
-                return;
+                _windowBytes += bytesCopied;
+                bytesCopied = 0;
+                long limit = Interlocked.Read(ref _speedLimit);
+                if (limit <= 0)
+                {
+                    return;
+                }
+
+                wait = TimeSpan.FromSeconds((double)_windowBytes / limit) - Stopwatch.GetElapsedTime(_windowStart);
             }
 
-            TimeSpan due = TimeSpan.FromSeconds((double)_windowBytes / limit);
-            wait = due - Stopwatch.GetElapsedTime(_windowStart);
+            if (wait <= TimeSpan.Zero || !_changed.Wait(wait, cancellationToken))
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                return;
+            }
         }
+    }
 
-        if (wait > TimeSpan.Zero)
+    private void Wake()
+    {
+        if (_changed.CurrentCount == 0)
         {
-            cancellationToken.WaitHandle.WaitOne(wait);
-            cancellationToken.ThrowIfCancellationRequested();
+            _changed.Release();
         }
     }
 

@@ -21,6 +21,16 @@ internal sealed record InventoryState(int Version, IReadOnlyList<PoolState> Pool
     }
 
     public InventoryState WithoutPool(string name) => this with { Pools = Pools.Where(p => p.Name != name).ToList() };
+
+    /// <summary>The pool holding <paramref name="volume"/>'s backing file (its own pool unless the base was moved), or null.</summary>
+    public PoolState? BackingPoolOf(PoolState pool, VolumeState volume) =>
+        volume.BackingFile is null ? null : volume.BackingPool is null ? pool : FindPool(volume.BackingPool);
+
+    /// <summary>Every volume, in any pool, whose backing file is <paramref name="file"/> of pool <paramref name="poolName"/>.</summary>
+    public IEnumerable<(PoolState Pool, VolumeState Volume)> DependentsOf(string poolName, string file) =>
+        Pools.SelectMany(p => p.Volumes
+            .Where(v => v.BackingFile == file && (v.BackingPool ?? p.Name) == poolName)
+            .Select(v => (p, v)));
 }
 
 /// <summary>A defined pool and its volumes. File names in volumes are relative to <see cref="Path"/>.</summary>
@@ -49,10 +59,11 @@ internal sealed record PoolState(string Name, Guid Uuid, string Path, bool Autos
 /// <summary>
 /// A volume: its current top file, its snapshot layers (oldest first, each the backing of the next, the
 /// newest the backing of the top) and, under the oldest layer, optionally <see cref="BackingFile"/>: a file
-/// of another volume in the same pool.
+/// of another volume, in the same pool unless <see cref="BackingPool"/> names another (a base moved there).
 /// </summary>
 internal sealed record VolumeState(Guid Key, string Name, string File, ImageFormat Format, string? BackingFile,
-    ImageFormat? BackingFormat, IReadOnlyList<SnapshotState> Snapshots, int NextLayer, DateTimeOffset Created)
+    ImageFormat? BackingFormat, IReadOnlyList<SnapshotState> Snapshots, int NextLayer, DateTimeOffset Created,
+    string? BackingPool = null)
 {
     /// <summary>The volume's own files: the top, then the snapshot layers oldest first.</summary>
     public IEnumerable<string> Files() => Snapshots.Select(s => s.File).Prepend(File);

@@ -66,6 +66,95 @@ public sealed class TransferTests
         Assert.True(Tool.AllocatedBytes(output) <= 256 * 1024, $"download allocated {Tool.AllocatedBytes(output)} bytes");
     }
 
+    [Theory]
+    [InlineData("raw")]
+    [InlineData("qcow2")]
+    public async Task Upload_from_a_sparse_file_turns_its_holes_into_unallocated_zeroes_without_reading_them(string format)
+    {
+        // What the libvirt module's vol-upload --sparse hands lvstord: a temporary file whose holes are the client's holes.
+        using var h = new ServiceHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("disk", format, 64 * MiB));
+        Tool.QemuIo(h.File("disk"), format, "write -P 0x5a 0 64M"); // old data everywhere: the holes must replace it
+        string source = Path.Combine(h.Root, "holes.img");
+        using (FileStream stream = System.IO.File.Create(source))
+        {
+            stream.Write(Fill(0xc3, (int)MiB));
+            stream.Position = 40 * MiB;
+            stream.Write(Fill(0xd4, (int)MiB));
+            stream.SetLength(48 * MiB); // a trailing hole, then the file ends before the volume does
+        }
+
+        Assert.True(Tool.AllocatedBytes(source) <= 3 * MiB, $"the source should be sparse, allocated {Tool.AllocatedBytes(source)}");
+        TransferResult up;
+        using (SafeFileHandle input = System.IO.File.OpenHandle(source))
+        {
+            up = await h.Service.UploadAsync("p", "disk", input);
+        }
+
+        Assert.Equal(48 * MiB, up.Length);
+        Assert.Equal(2 * MiB, up.DataBytes); // the holes were skipped, not read and compared
+        Assert.Equal(46 * MiB, up.SkippedZeroBytes);
+
+        string back = Path.Combine(h.Root, "back.raw");
+        Tool.QemuImg(h.PoolPath("p"), "convert", "-O", "raw", "disk", back);
+        byte[] expected = new byte[64 * MiB];
+        System.IO.File.ReadAllBytes(source).CopyTo(expected, 0);
+        Fill(0x5a, (int)(16 * MiB)).CopyTo(expected, 48 * MiB); // past the end of the file the volume keeps its data
+        Assert.True(expected.AsSpan().SequenceEqual(System.IO.File.ReadAllBytes(back)), "volume content differs from the sparse source");
+        long allocation = h.Service.GetVolume("p", "disk").Allocation;
+        Assert.True(allocation < 24 * MiB, $"the holes should be unallocated in the volume, allocation {allocation}");
+    }
+
+    [Fact]
+    public async Task A_staged_upload_claims_the_volume_at_once_and_reads_its_file_only_when_ready()
+    {
+        using var h = new ServiceHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("disk", "qcow2", 4 * MiB));
+        string staged = Path.Combine(h.Root, "staged.img");
+        using SafeFileHandle file = System.IO.File.OpenHandle(staged, FileMode.Create, FileAccess.ReadWrite, FileShare.ReadWrite);
+        using var pipe = new AnonymousPipeServerStream(PipeDirection.Out);
+        using var readyEnd = new SafeFileHandle(pipe.ClientSafePipeHandle.DangerousGetHandle(), ownsHandle: false);
+
+        Task<TransferResult> upload = h.Service.UploadAsync("p", "disk", file, ready: readyEnd);
+        await Expect.ErrorAsync(StorageErrorKind.Busy, () => h.Service.UploadAsync("p", "disk", file)); // claimed before the data is there
+
+        // The writer fills the file (data, then a hole) and only then says it is ready.
+        RandomAccess.Write(file, Fill(0xab, (int)MiB), 0);
+        RandomAccess.SetLength(file, 2 * MiB);
+        Assert.False(upload.IsCompleted);
+        pipe.WriteByte(1);
+        pipe.Flush();
+        TransferResult result = await upload.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(2 * MiB, result.Length);
+        Assert.Equal(MiB, result.DataBytes);
+        string back = Path.Combine(h.Root, "back.raw");
+        Tool.QemuImg(h.PoolPath("p"), "convert", "-O", "raw", "disk", back);
+        byte[] expected = new byte[4 * MiB];
+        Fill(0xab, (int)MiB).CopyTo(expected, 0);
+        Assert.Equal(expected, System.IO.File.ReadAllBytes(back));
+    }
+
+    [Fact]
+    public async Task A_staged_upload_whose_writer_gives_up_is_cancelled_and_writes_nothing()
+    {
+        using var h = new ServiceHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("disk", "raw", 4 * MiB));
+        string staged = Path.Combine(h.Root, "staged.img");
+        System.IO.File.WriteAllBytes(staged, Fill(0xab, (int)MiB));
+        using SafeFileHandle file = System.IO.File.OpenHandle(staged);
+        using var pipe = new AnonymousPipeServerStream(PipeDirection.Out);
+        using var readyEnd = new SafeFileHandle(pipe.ClientSafePipeHandle.DangerousGetHandle(), ownsHandle: false);
+
+        Task<TransferResult> upload = h.Service.UploadAsync("p", "disk", file, ready: readyEnd);
+        pipe.SafePipeHandle.Dispose(); // the writer's end closes without the byte; the read end stays open
+
+        var ex = await Expect.ErrorAsync(StorageErrorKind.Cancelled, () => upload.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("given up by its writer", ex.Message, StringComparison.Ordinal);
+        Assert.True(System.IO.File.ReadAllBytes(h.File("disk")).All(b => b == 0), "a given-up staged upload must not write");
+        await h.Service.UploadAsync("p", "disk", file); // and the volume is free again
+    }
+
     [Fact]
     public async Task Download_resolves_the_whole_chain_and_a_range()
     {
