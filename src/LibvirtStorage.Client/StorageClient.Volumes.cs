@@ -142,6 +142,17 @@ public sealed partial class StorageClient
     public Task<string> CommitVolumeAsync(string volumePath, string? baseSnapshot, ulong speed) =>
         Call(async () => (await Volume(volumePath).CommitAsync(LiveJobOptions(baseSnapshot, speed)).ConfigureAwait(false)).ToString());
 
+    /// <summary>
+    /// Starts a base move: the volume (a single-file base) is copied to <paramref name="targetPool"/> while the volumes
+    /// over it run, then every one of them is re-pointed to the copy and the old file is deleted. [admin]
+    /// </summary>
+    /// <param name="volumePath">The base volume's object path.</param>
+    /// <param name="targetPool">The pool to move it to.</param>
+    /// <param name="speed">Bytes per second at most; 0 for no limit.</param>
+    /// <returns>The job's object path.</returns>
+    public Task<string> MoveBaseAsync(string volumePath, string targetPool, ulong speed) =>
+        Call(async () => (await Volume(volumePath).MoveBaseAsync(targetPool, LiveJobOptions(null, speed)).ConfigureAwait(false)).ToString());
+
     private static Dictionary<string, object> LiveJobOptions(string? baseSnapshot, ulong speed)
     {
         var options = new Dictionary<string, object>();

@@ -24,12 +24,32 @@ internal static class VolumeMethods
             jobs.StartStream(v.Pool, v.Volume, new StreamOptions { BaseSnapshot = b, SpeedLimit = speed }))),
         new(I, "Commit", "a{sv}", Admin: true, call => LiveJob(call, (jobs, v, b, speed) =>
             jobs.StartCommit(v.Pool, v.Volume, new CommitOptions { BaseSnapshot = b, SpeedLimit = speed }))),
+        new(I, "MoveBase", "sa{sv}", Admin: true, MoveBase),
     ];
+
+    /// <summary>MoveBase: <c>s target_pool, a{sv} options</c> (only <c>speed</c>).</summary>
+    private static Task MoveBase(BusCall call)
+    {
+        Reader reader = call.Request.GetBodyReader();
+        string targetPool = reader.ReadString();
+        (string? baseSnapshot, long speed) = ReadLiveOptions(reader.ReadDictionaryOfStringToVariantValue());
+        if (baseSnapshot is not null)
+        {
+            throw BusError.Invalid("option 'base' does not apply to MoveBase; its only option is 'speed' (t)");
+        }
+
+        return StartJob(call, jobs => jobs.StartMove(call.Target.Pool, call.Target.Volume, targetPool, speed));
+    }
 
     /// <summary>Stream and Commit: options <c>base</c> (s, a snapshot name) and <c>speed</c> (t, bytes per second).</summary>
     private static Task LiveJob(BusCall call, Func<JobManager, BusObject, string?, long, StorageJob> start)
     {
-        Dictionary<string, VariantValue> options = call.Request.GetBodyReader().ReadDictionaryOfStringToVariantValue();
+        (string? baseSnapshot, long speed) = ReadLiveOptions(call.Request.GetBodyReader().ReadDictionaryOfStringToVariantValue());
+        return StartJob(call, jobs => start(jobs, call.Target, baseSnapshot, speed));
+    }
+
+    private static (string? BaseSnapshot, long Speed) ReadLiveOptions(Dictionary<string, VariantValue> options)
+    {
         string? baseSnapshot = null;
         long speed = 0;
         foreach ((string key, VariantValue value) in options)
@@ -49,7 +69,7 @@ internal static class VolumeMethods
             }
         }
 
-        return StartJob(call, jobs => start(jobs, call.Target, string.IsNullOrEmpty(baseSnapshot) ? null : baseSnapshot, speed));
+        return (string.IsNullOrEmpty(baseSnapshot) ? null : baseSnapshot, speed);
     }
 
     private static Task Change(BusCall call, Action<StorageService, BusObject> change)

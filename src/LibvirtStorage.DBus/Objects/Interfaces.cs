@@ -57,6 +57,7 @@ internal static class Interfaces
         <method name="Wipe"><arg name="job" type="o" direction="out"/></method>
         <method name="Stream"><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="Commit"><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>
+        <method name="MoveBase"><arg name="target_pool" type="s" direction="in"/><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>
         """);
 
     public static readonly ReadOnlyMemory<byte> JobXml = Xml(Job,
