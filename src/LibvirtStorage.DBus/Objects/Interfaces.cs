@@ -62,7 +62,7 @@ internal static class Interfaces
 
     public static readonly ReadOnlyMemory<byte> JobXml = Xml(Job,
         [("Type", "s"), ("Pool", "s"), ("Volume", "s"), ("Target", "s"), ("BytesDone", "t"), ("BytesTotal", "t"), ("State", "s"),
-         ("ErrorName", "s"), ("ErrorMessage", "s"), ("Result", "o"), ("StartedAt", "x"), ("Speed", "t"), ("Paused", "b")],
+         ("ErrorName", "s"), ("ErrorMessage", "s"), ("Result", "o"), ("StartedAt", "x"), ("Speed", "t"), ("Paused", "b"), ("Priority", "s")],
         """
         <method name="Cancel"/>
         <method name="SetSpeed"><arg name="bytes_per_second" type="t" direction="in"/></method>

@@ -127,7 +127,8 @@ public sealed class JobManager : IDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         VolumeInfo info = _service.GetVolume(pool, volume);
-        var record = new JobRecord(NewId(), StorageJobType.Stream, pool, volume, info.File, options.BaseSnapshot, options.SpeedLimit, _time.GetUtcNow());
+        var record = new JobRecord(NewId(), StorageJobType.Stream, pool, volume, info.File, options.BaseSnapshot, options.SpeedLimit, _time.GetUtcNow(),
+            IdlePriority: options.IdlePriority);
         return StartRecorded(record, info);
     }
 
@@ -140,7 +141,8 @@ public sealed class JobManager : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         VolumeInfo info = _service.GetVolume(pool, volume);
         string? baseSnapshot = options.BaseSnapshot ?? (info.Snapshots.Count > 0 ? info.Snapshots[^1].Name : null);
-        var record = new JobRecord(NewId(), StorageJobType.Commit, pool, volume, info.File, baseSnapshot, options.SpeedLimit, _time.GetUtcNow());
+        var record = new JobRecord(NewId(), StorageJobType.Commit, pool, volume, info.File, baseSnapshot, options.SpeedLimit, _time.GetUtcNow(),
+            IdlePriority: options.IdlePriority);
         return StartRecorded(record, info);
     }
 
@@ -275,7 +277,7 @@ public sealed class JobManager : IDisposable
 
     private StorageJob StartRecorded(JobRecord record, VolumeInfo info)
     {
-        var control = new LiveJobControl(record.SpeedLimit);
+        var control = new LiveJobControl(record.SpeedLimit) { IdlePriority = record.IdlePriority };
         Func<StorageJob, Task<VolumeInfo?>> run = record.Type switch
         {
             StorageJobType.Stream => job => Nothing(_service.StreamAsync(record.Pool, record.Volume, new StreamOptions { BaseSnapshot = record.BaseSnapshot },

@@ -18,8 +18,9 @@ namespace LibvirtStorage.Service;
 /// <param name="SpeedLimit">Bytes per second, 0 unlimited.</param>
 /// <param name="Created">When the job was first started.</param>
 /// <param name="TargetPool">A base move's target pool (<see cref="TopFile"/> is then the base's file before the move).</param>
+/// <param name="IdlePriority">The job waits for gaps in guest I/O (<see cref="LiveJobControl.IdlePriority"/>).</param>
 internal sealed record JobRecord(long Id, StorageJobType Type, string Pool, string Volume, string TopFile, string? BaseSnapshot,
-    long SpeedLimit, DateTimeOffset Created, string? TargetPool = null);
+    long SpeedLimit, DateTimeOffset Created, string? TargetPool = null, bool IdlePriority = false);
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, UseStringEnumConverter = true)]
 [JsonSerializable(typeof(JobRecord))]

@@ -36,21 +36,24 @@ internal static class LiveJobCommands
         };
         var speed = new Option<string?>("--speed") { Description = "Bytes per second at most, with a unit (50M = 50 MiB/s); default: no limit" };
         var detach = new Option<bool>("--async") { Description = "Print the job's id and return; follow it with job-list" };
+        var priority = new Option<string?>("--priority") { Description = "normal (default) or idle: wait for gaps in the guest's I/O before each chunk" };
+        priority.AcceptOnlyFromAmong("normal", "idle");
         string name = commit ? "commit" : "stream";
         var command = new ServiceCommand(name, commit
             ? "Merge a volume's top into a snapshot's layer while its guest runs; that layer becomes the top"
             : "Copy a volume's backing data into its top while its guest runs, then drop the backing")
-        { volume, pool, baseSnapshot, speed, detach };
+        { volume, pool, baseSnapshot, speed, priority, detach };
         command.SetService(globals, r =>
         {
             VolumeLookup.Validate(r.GetValue(volume)!, r.GetValue(pool));
             ulong limit = r.GetValue(speed) is string s ? VirshSizes.Parse(s, "speed") : 0;
+            bool idle = r.GetValue(priority) == "idle";
             return async client =>
             {
                 string volumePath = await VolumeLookup.ResolveAsync(client, r.GetValue(volume)!, r.GetValue(pool)).ConfigureAwait(false);
                 string job = commit
-                    ? await client.CommitVolumeAsync(volumePath, r.GetValue(baseSnapshot), limit).ConfigureAwait(false)
-                    : await client.StreamVolumeAsync(volumePath, r.GetValue(baseSnapshot), limit).ConfigureAwait(false);
+                    ? await client.CommitVolumeAsync(volumePath, r.GetValue(baseSnapshot), limit, idle).ConfigureAwait(false)
+                    : await client.StreamVolumeAsync(volumePath, r.GetValue(baseSnapshot), limit, idle).ConfigureAwait(false);
                 if (r.GetValue(detach))
                 {
                     return Detached(globals.Context, r, await client.GetJobInfoAsync(job).ConfigureAwait(false));
