@@ -150,5 +150,6 @@ public sealed partial class StorageClient
         p.Result.ToString(),
         FromUnixMicroseconds(p.StartedAt),
         p.Speed,
-        p.Paused);
+        p.Paused,
+        p.Priority);
 }

@@ -127,9 +127,10 @@ public sealed partial class StorageClient
     /// <param name="volumePath">The volume's object path.</param>
     /// <param name="baseSnapshot">The snapshot whose layer stays as backing; null streams everything.</param>
     /// <param name="speed">Bytes per second at most; 0 for no limit.</param>
+    /// <param name="idle">Wait for gaps in the guest's I/O before each chunk.</param>
     /// <returns>The job's object path.</returns>
-    public Task<string> StreamVolumeAsync(string volumePath, string? baseSnapshot, ulong speed) =>
-        Call(async () => (await Volume(volumePath).StreamAsync(LiveJobOptions(baseSnapshot, speed)).ConfigureAwait(false)).ToString());
+    public Task<string> StreamVolumeAsync(string volumePath, string? baseSnapshot, ulong speed, bool idle = false) =>
+        Call(async () => (await Volume(volumePath).StreamAsync(LiveJobOptions(baseSnapshot, speed, idle)).ConfigureAwait(false)).ToString());
 
     /// <summary>
     /// Starts a commit: the volume's top (and the layers above <paramref name="baseSnapshot"/>'s) are merged into that
@@ -138,11 +139,23 @@ public sealed partial class StorageClient
     /// <param name="volumePath">The volume's object path.</param>
     /// <param name="baseSnapshot">The snapshot whose layer receives the data; null for the newest.</param>
     /// <param name="speed">Bytes per second at most; 0 for no limit.</param>
+    /// <param name="idle">Wait for gaps in the guest's I/O before each chunk.</param>
     /// <returns>The job's object path.</returns>
-    public Task<string> CommitVolumeAsync(string volumePath, string? baseSnapshot, ulong speed) =>
-        Call(async () => (await Volume(volumePath).CommitAsync(LiveJobOptions(baseSnapshot, speed)).ConfigureAwait(false)).ToString());
+    public Task<string> CommitVolumeAsync(string volumePath, string? baseSnapshot, ulong speed, bool idle = false) =>
+        Call(async () => (await Volume(volumePath).CommitAsync(LiveJobOptions(baseSnapshot, speed, idle)).ConfigureAwait(false)).ToString());
 
-    private static Dictionary<string, object> LiveJobOptions(string? baseSnapshot, ulong speed)
+    /// <summary>
+    /// Starts a base move: the volume (a single-file base) is copied to <paramref name="targetPool"/> while the volumes
+    /// over it run, then every one of them is re-pointed to the copy and the old file is deleted. [admin]
+    /// </summary>
+    /// <param name="volumePath">The base volume's object path.</param>
+    /// <param name="targetPool">The pool to move it to.</param>
+    /// <param name="speed">Bytes per second at most; 0 for no limit.</param>
+    /// <returns>The job's object path.</returns>
+    public Task<string> MoveBaseAsync(string volumePath, string targetPool, ulong speed) =>
+        Call(async () => (await Volume(volumePath).MoveBaseAsync(targetPool, LiveJobOptions(null, speed)).ConfigureAwait(false)).ToString());
+
+    private static Dictionary<string, object> LiveJobOptions(string? baseSnapshot, ulong speed, bool idle = false)
     {
         var options = new Dictionary<string, object>();
         if (!string.IsNullOrEmpty(baseSnapshot))
@@ -153,6 +166,11 @@ public sealed partial class StorageClient
         if (speed > 0)
         {
             options["speed"] = speed;
+        }
+
+        if (idle)
+        {
+            options["priority"] = "idle";
         }
 
         return options;

@@ -15,6 +15,9 @@ public sealed record StreamOptions
 
     /// <summary>Bytes per second at most; 0 is unlimited.</summary>
     public long SpeedLimit { get; init; }
+
+    /// <summary>Wait for gaps in the guest's requests before each chunk (<see cref="LiveJobControl.IdlePriority"/>).</summary>
+    public bool IdlePriority { get; init; }
 }
 
 /// <summary>Options of <see cref="StorageService.CommitAsync"/>.</summary>
@@ -25,6 +28,9 @@ public sealed record CommitOptions
 
     /// <summary>Bytes per second at most; 0 is unlimited.</summary>
     public long SpeedLimit { get; init; }
+
+    /// <summary>Wait for gaps in the guest's requests before each chunk (<see cref="LiveJobControl.IdlePriority"/>).</summary>
+    public bool IdlePriority { get; init; }
 }
 
 public sealed partial class StorageService
@@ -76,7 +82,7 @@ public sealed partial class StorageService
         }
 
         SnapshotState? baseSnapshot = baseIndex >= 0 ? volume.Snapshots[baseIndex] : null;
-        using var ownControl = control is null ? new LiveJobControl(options.SpeedLimit) : null;
+        using var ownControl = control is null ? new LiveJobControl(options.SpeedLimit) { IdlePriority = options.IdlePriority } : null;
         LiveJobControl yield = control ?? ownControl!;
         string what = $"cannot stream volume '{volumeName}'";
         await Task.Run(() =>
@@ -89,6 +95,7 @@ public sealed partial class StorageService
             for (long offset = 0; offset < size; offset += ChainCopy.ChunkSize)
             {
                 cancellationToken.ThrowIfCancellationRequested();
+                yield.WaitForGuest(() => live.GuestBusy, cancellationToken);
                 long length = Math.Min(ChainCopy.ChunkSize, size - offset);
                 long written = ThrowHelper.Translate(what, () => copy.StreamRange(top, baseLayer, offset, length, live.Pause));
                 progress?.Report(new OperationProgress("stream", volumeName, 0.99 * (offset + length) / size));
@@ -172,7 +179,7 @@ public sealed partial class StorageService
 
         SnapshotState baseSnapshot = volume.Snapshots[baseIndex];
         string basePath = pool.FullPath(baseSnapshot.File);
-        using var ownControl = control is null ? new LiveJobControl(options.SpeedLimit) : null;
+        using var ownControl = control is null ? new LiveJobControl(options.SpeedLimit) { IdlePriority = options.IdlePriority } : null;
         LiveJobControl yield = control ?? ownControl!;
         string what = $"cannot commit volume '{volumeName}' into snapshot '{baseSnapshot.Name}'";
         int depth = volume.Snapshots.Count - baseIndex;
@@ -220,6 +227,7 @@ public sealed partial class StorageService
             for (long offset = 0; offset < size; offset += ChainCopy.ChunkSize)
             {
                 cancellationToken.ThrowIfCancellationRequested();
+                yield.WaitForGuest(() => live.GuestBusy, cancellationToken);
                 long written = ThrowHelper.Translate(what, () => copy.CommitRange(top, liveBase, target, offset, ChainCopy.ChunkSize));
                 progress?.Report(new OperationProgress("commit", volumeName, 0.95 * Math.Min(offset + ChainCopy.ChunkSize, size) / size));
                 yield.Yield(written, cancellationToken);

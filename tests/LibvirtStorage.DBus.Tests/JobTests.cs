@@ -158,7 +158,13 @@ public sealed class JobTests(BusServerFixture fixture) : IClassFixture<BusServer
 
         // Slow enough (64 KiB/s for 16 MiB: minutes) to be seen running, paused and sped up.
         string stream = await fixture.CallPathAsync(volume, Volume, "Stream", "a{sv}", (ref MessageWriter w) =>
-            w.WriteDictionary(new Dictionary<string, VariantValue> { ["base"] = VariantValue.String("s1"), ["speed"] = VariantValue.UInt64(64 << 10) }));
+            w.WriteDictionary(new Dictionary<string, VariantValue>
+            {
+                ["base"] = VariantValue.String("s1"),
+                ["speed"] = VariantValue.UInt64(64 << 10),
+                ["priority"] = VariantValue.String("idle"),
+            }));
+        Assert.Equal("idle", await StringPropertyAsync(stream, "Priority"));
         Assert.Equal("stream", await StringPropertyAsync(stream, "Type"));
         Assert.Equal(64UL << 10, (await fixture.GetPropertyAsync(stream, Job, "Speed")).GetUInt64());
         await fixture.CallAsync(stream, Job, "Pause", null, null);

@@ -77,6 +77,8 @@ internal interface IVolume : IDBusObject
 
     Task<ObjectPath> CommitAsync(IDictionary<string, object> options);
 
+    Task<ObjectPath> MoveBaseAsync(string targetPool, IDictionary<string, object> options);
+
     Task<VolumeProperties> GetAllAsync();
 }
 

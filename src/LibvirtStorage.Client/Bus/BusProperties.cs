@@ -62,4 +62,5 @@ internal sealed class JobProperties
     public long StartedAt;
     public ulong Speed;
     public bool Paused;
+    public string Priority = string.Empty;
 }

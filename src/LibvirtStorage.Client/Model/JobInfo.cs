@@ -17,6 +17,7 @@ namespace LibvirtStorage.Client;
 /// <param name="StartedAt">When the job started.</param>
 /// <param name="Speed">A stream's or commit's speed limit in bytes per second; 0 is none.</param>
 /// <param name="Paused">Whether a running stream or commit is paused.</param>
+/// <param name="Priority">A stream's or commit's priority: <c>normal</c>, or <c>idle</c> (waits for gaps in guest I/O).</param>
 public sealed record JobInfo(
     string ObjectPath,
     string Type,
@@ -31,7 +32,8 @@ public sealed record JobInfo(
     string Result,
     DateTimeOffset StartedAt,
     ulong Speed = 0,
-    bool Paused = false)
+    bool Paused = false,
+    string Priority = "normal")
 {
     /// <summary>True once the job has ended (completed, failed or cancelled).</summary>
     [JsonIgnore]

@@ -20,18 +20,39 @@ internal static class VolumeMethods
         new(I, "Download", "htt", Admin: true, call => Transfer(call, upload: false)),
         new(I, "UploadStaged", "hhtt", Admin: true, UploadStaged),
         new(I, "Wipe", "", Admin: true, call => StartJob(call, jobs => jobs.StartWipe(call.Target.Pool, call.Target.Volume))),
-        new(I, "Stream", "a{sv}", Admin: true, call => LiveJob(call, (jobs, v, b, speed) =>
-            jobs.StartStream(v.Pool, v.Volume, new StreamOptions { BaseSnapshot = b, SpeedLimit = speed }))),
-        new(I, "Commit", "a{sv}", Admin: true, call => LiveJob(call, (jobs, v, b, speed) =>
-            jobs.StartCommit(v.Pool, v.Volume, new CommitOptions { BaseSnapshot = b, SpeedLimit = speed }))),
+        new(I, "Stream", "a{sv}", Admin: true, call => LiveJob(call, (jobs, v, o) =>
+            jobs.StartStream(v.Pool, v.Volume, new StreamOptions { BaseSnapshot = o.BaseSnapshot, SpeedLimit = o.Speed, IdlePriority = o.Idle }))),
+        new(I, "Commit", "a{sv}", Admin: true, call => LiveJob(call, (jobs, v, o) =>
+            jobs.StartCommit(v.Pool, v.Volume, new CommitOptions { BaseSnapshot = o.BaseSnapshot, SpeedLimit = o.Speed, IdlePriority = o.Idle }))),
+        new(I, "MoveBase", "sa{sv}", Admin: true, MoveBase),
     ];
 
-    /// <summary>Stream and Commit: options <c>base</c> (s, a snapshot name) and <c>speed</c> (t, bytes per second).</summary>
-    private static Task LiveJob(BusCall call, Func<JobManager, BusObject, string?, long, StorageJob> start)
+    /// <summary>MoveBase: <c>s target_pool, a{sv} options</c> (<c>speed</c> only).</summary>
+    private static Task MoveBase(BusCall call)
     {
-        Dictionary<string, VariantValue> options = call.Request.GetBodyReader().ReadDictionaryOfStringToVariantValue();
+        Reader reader = call.Request.GetBodyReader();
+        string targetPool = reader.ReadString();
+        LiveOptions options = ReadLiveOptions(reader.ReadDictionaryOfStringToVariantValue());
+        if (options.BaseSnapshot is not null || options.Idle)
+        {
+            throw BusError.Invalid("MoveBase takes only the option 'speed' (t)");
+        }
+
+        return StartJob(call, jobs => jobs.StartMove(call.Target.Pool, call.Target.Volume, targetPool, options.Speed));
+    }
+
+    /// <summary>Stream and Commit: options <c>base</c> (s, a snapshot name), <c>speed</c> (t, bytes per second), <c>priority</c> (s).</summary>
+    private static Task LiveJob(BusCall call, Func<JobManager, BusObject, LiveOptions, StorageJob> start)
+    {
+        LiveOptions options = ReadLiveOptions(call.Request.GetBodyReader().ReadDictionaryOfStringToVariantValue());
+        return StartJob(call, jobs => start(jobs, call.Target, options));
+    }
+
+    private static LiveOptions ReadLiveOptions(Dictionary<string, VariantValue> options)
+    {
         string? baseSnapshot = null;
         long speed = 0;
+        bool idle = false;
         foreach ((string key, VariantValue value) in options)
         {
             switch (key)
@@ -42,15 +63,25 @@ internal static class VolumeMethods
                 case "speed" when value.Type == VariantValueType.UInt64:
                     speed = BusCall.ToSize(value.GetUInt64(), "speed");
                     break;
-                case "base" or "speed":
-                    throw BusError.Invalid($"option '{key}' has the wrong type: 'base' is a string (s), 'speed' bytes per second (t)");
+                case "priority" when value.Type == VariantValueType.String:
+                    idle = value.GetString() switch
+                    {
+                        "normal" => false,
+                        "idle" => true,
+                        string other => throw BusError.Invalid($"priority '{other}' is not known; use 'normal' or 'idle' (wait for gaps in guest I/O)"),
+                    };
+                    break;
+                case "base" or "speed" or "priority":
+                    throw BusError.Invalid($"option '{key}' has the wrong type: 'base' and 'priority' are strings (s), 'speed' bytes per second (t)");
                 default:
-                    throw BusError.Invalid($"unknown option '{key}'; the options are 'base' (s) and 'speed' (t)");
+                    throw BusError.Invalid($"unknown option '{key}'; the options are 'base' (s), 'speed' (t) and 'priority' (s)");
             }
         }
 
-        return StartJob(call, jobs => start(jobs, call.Target, string.IsNullOrEmpty(baseSnapshot) ? null : baseSnapshot, speed));
+        return new LiveOptions(string.IsNullOrEmpty(baseSnapshot) ? null : baseSnapshot, speed, idle);
     }
+
+    private readonly record struct LiveOptions(string? BaseSnapshot, long Speed, bool Idle);
 
     private static Task Change(BusCall call, Action<StorageService, BusObject> change)
     {

@@ -57,11 +57,12 @@ internal static class Interfaces
         <method name="Wipe"><arg name="job" type="o" direction="out"/></method>
         <method name="Stream"><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="Commit"><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>
+        <method name="MoveBase"><arg name="target_pool" type="s" direction="in"/><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>
         """);
 
     public static readonly ReadOnlyMemory<byte> JobXml = Xml(Job,
         [("Type", "s"), ("Pool", "s"), ("Volume", "s"), ("Target", "s"), ("BytesDone", "t"), ("BytesTotal", "t"), ("State", "s"),
-         ("ErrorName", "s"), ("ErrorMessage", "s"), ("Result", "o"), ("StartedAt", "x"), ("Speed", "t"), ("Paused", "b")],
+         ("ErrorName", "s"), ("ErrorMessage", "s"), ("Result", "o"), ("StartedAt", "x"), ("Speed", "t"), ("Paused", "b"), ("Priority", "s")],
         """
         <method name="Cancel"/>
         <method name="SetSpeed"><arg name="bytes_per_second" type="t" direction="in"/></method>

@@ -157,6 +157,7 @@ internal sealed class ObjectTree
             ["StartedAt"] = BusValue.Int64(UnixMicroseconds(job.StartedAt)),
             ["Speed"] = BusValue.UInt64((ulong)job.SpeedLimit),
             ["Paused"] = BusValue.Bool(job.IsPaused),
+            ["Priority"] = BusValue.String(job.Control?.IdlePriority == true ? "idle" : "normal"),
         };
     }
 

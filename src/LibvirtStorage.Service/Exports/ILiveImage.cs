@@ -19,6 +19,9 @@ public interface ILiveImage : IDisposable
 
     /// <summary>From now on guest writes, write-zeroes and discards are marked in <paramref name="tracker"/> (null: no longer).</summary>
     void Track(WriteTracker? tracker);
+
+    /// <summary>Whether the guest has requests in flight now (a job at idle priority waits for a gap).</summary>
+    bool GuestBusy { get; }
 }
 
 /// <summary>A chain the job opened itself (no export holds the volume): nothing to pause or track; disposing flushes and closes it.</summary>
@@ -31,6 +34,8 @@ internal sealed class OwnedLiveImage(IBlockImage image) : ILiveImage
     public void Track(WriteTracker? tracker)
     {
     }
+
+    public bool GuestBusy => false;
 
     public void Dispose()
     {

@@ -525,6 +525,8 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
 
         public void Track(WriteTracker? tracker) => export.Device.Tracker = tracker;
 
+        public bool GuestBusy => export.Device.InFlight > 0;
+
         public void Dispose() => export.Device.Tracker = null;
     }
 

@@ -127,7 +127,8 @@ public sealed class JobManager : IDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         VolumeInfo info = _service.GetVolume(pool, volume);
-        var record = new JobRecord(NewId(), StorageJobType.Stream, pool, volume, info.File, options.BaseSnapshot, options.SpeedLimit, _time.GetUtcNow());
+        var record = new JobRecord(NewId(), StorageJobType.Stream, pool, volume, info.File, options.BaseSnapshot, options.SpeedLimit, _time.GetUtcNow(),
+            IdlePriority: options.IdlePriority);
         return StartRecorded(record, info);
     }
 
@@ -140,7 +141,20 @@ public sealed class JobManager : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         VolumeInfo info = _service.GetVolume(pool, volume);
         string? baseSnapshot = options.BaseSnapshot ?? (info.Snapshots.Count > 0 ? info.Snapshots[^1].Name : null);
-        var record = new JobRecord(NewId(), StorageJobType.Commit, pool, volume, info.File, baseSnapshot, options.SpeedLimit, _time.GetUtcNow());
+        var record = new JobRecord(NewId(), StorageJobType.Commit, pool, volume, info.File, baseSnapshot, options.SpeedLimit, _time.GetUtcNow(),
+            IdlePriority: options.IdlePriority);
+        return StartRecorded(record, info);
+    }
+
+    /// <summary>
+    /// Starts a base move of <paramref name="volume"/> to <paramref name="targetPool"/> (<see cref="StorageService.MoveBaseAsync"/>),
+    /// recorded like a stream.
+    /// </summary>
+    public StorageJob StartMove(string pool, string volume, string targetPool, long speedLimit = 0)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(targetPool);
+        VolumeInfo info = _service.GetVolume(pool, volume);
+        var record = new JobRecord(NewId(), StorageJobType.Move, pool, volume, info.File, null, speedLimit, _time.GetUtcNow(), targetPool);
         return StartRecorded(record, info);
     }
 
@@ -163,6 +177,13 @@ public sealed class JobManager : IDisposable
         {
             try
             {
+                if (record.Type == StorageJobType.Move && ResumeMove(record) is { } done)
+                {
+                    _store.Delete(record.Id);
+                    report.Add(done);
+                    continue;
+                }
+
                 VolumeInfo info = _service.GetVolume(record.Pool, record.Volume);
                 if (info.File != record.TopFile)
                 {
@@ -182,6 +203,29 @@ public sealed class JobManager : IDisposable
         }
 
         return report;
+    }
+
+    /// <summary>
+    /// A move the inventory already records (the copy finished and was recorded) is finished here: the users' headers
+    /// are rewritten and the old file deleted. Otherwise a copy that was renamed into place but not recorded is removed
+    /// (no header names it yet) and null is returned: the move starts again.
+    /// </summary>
+    private string? ResumeMove(JobRecord record)
+    {
+        string target = record.TargetPool!;
+        if (_service.ListVolumes(target).Any(v => v.Name == record.Volume))
+        {
+            _service.FinishMovedBase(target, record.Volume, record.TopFile);
+            return $"finished {Describe(record)}: its users now read the copy in pool '{target}'";
+        }
+
+        string copy = Path.Combine(_service.GetPool(target).Path, record.Volume);
+        if (File.Exists(copy) && _service.GetVolume(record.Pool, record.Volume).File == record.TopFile)
+        {
+            File.Delete(copy);
+        }
+
+        return null;
     }
 
     /// <summary>Changes the speed limit of a running stream or commit (bytes per second, 0 unlimited).</summary>
@@ -233,16 +277,20 @@ public sealed class JobManager : IDisposable
 
     private StorageJob StartRecorded(JobRecord record, VolumeInfo info)
     {
-        var control = new LiveJobControl(record.SpeedLimit);
-        Func<StorageJob, Task<VolumeInfo?>> run = record.Type == StorageJobType.Stream
-            ? job => Nothing(_service.StreamAsync(record.Pool, record.Volume, new StreamOptions { BaseSnapshot = record.BaseSnapshot },
-                Progress(job), job.CancellationToken, control))
-            : job => Nothing(_service.CommitAsync(record.Pool, record.Volume, new CommitOptions { BaseSnapshot = record.BaseSnapshot },
-                Progress(job), job.CancellationToken, control));
+        var control = new LiveJobControl(record.SpeedLimit) { IdlePriority = record.IdlePriority };
+        Func<StorageJob, Task<VolumeInfo?>> run = record.Type switch
+        {
+            StorageJobType.Stream => job => Nothing(_service.StreamAsync(record.Pool, record.Volume, new StreamOptions { BaseSnapshot = record.BaseSnapshot },
+                Progress(job), job.CancellationToken, control)),
+            StorageJobType.Commit => job => Nothing(_service.CommitAsync(record.Pool, record.Volume, new CommitOptions { BaseSnapshot = record.BaseSnapshot },
+                Progress(job), job.CancellationToken, control)),
+            _ => async job => await _service.MoveBaseAsync(record.Pool, record.Volume, record.TargetPool!, Progress(job), job.CancellationToken, control)
+                .ConfigureAwait(false),
+        };
         _store.Save(record);
         try
         {
-            return Start(record.Type, info, "", info.Capacity, run, record.Id, control, record);
+            return Start(record.Type, info, record.TargetPool ?? "", info.Capacity, run, record.Id, control, record);
         }
         catch
         {

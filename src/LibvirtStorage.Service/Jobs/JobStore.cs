@@ -6,7 +6,7 @@ using System.Text.Json.Serialization;
 namespace LibvirtStorage.Service;
 
 /// <summary>
-/// A stream or commit job as written to disk when it starts, so the next lvstord can take it up after a crash or a
+/// A stream, commit or base move job as written to disk when it starts, so the next lvstord can take it up after a crash or a
 /// stop: <c>&lt;state-dir&gt;/jobs/&lt;id&gt;.json</c>, removed when the job ends.
 /// </summary>
 /// <param name="Id">The job's id, kept by the resumed job.</param>
@@ -17,8 +17,10 @@ namespace LibvirtStorage.Service;
 /// <param name="BaseSnapshot">The base snapshot, resolved at the start (a commit's default base is the newest snapshot then).</param>
 /// <param name="SpeedLimit">Bytes per second, 0 unlimited.</param>
 /// <param name="Created">When the job was first started.</param>
+/// <param name="TargetPool">A base move's target pool (<see cref="TopFile"/> is then the base's file before the move).</param>
+/// <param name="IdlePriority">The job waits for gaps in guest I/O (<see cref="LiveJobControl.IdlePriority"/>).</param>
 internal sealed record JobRecord(long Id, StorageJobType Type, string Pool, string Volume, string TopFile, string? BaseSnapshot,
-    long SpeedLimit, DateTimeOffset Created);
+    long SpeedLimit, DateTimeOffset Created, string? TargetPool = null, bool IdlePriority = false);
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, UseStringEnumConverter = true)]
 [JsonSerializable(typeof(JobRecord))]
@@ -80,9 +82,10 @@ internal sealed class JobStore(string directory)
             try
             {
                 JobRecord? record = JsonSerializer.Deserialize(File.ReadAllBytes(path), JobJsonContext.Default.JobRecord);
-                if (record is null || Path.GetFileName(path) != FileName(record.Id) || record.Type is not (StorageJobType.Stream or StorageJobType.Commit))
+                if (record is null || Path.GetFileName(path) != FileName(record.Id) || record.Type is not (StorageJobType.Stream or StorageJobType.Commit or StorageJobType.Move)
+                    || (record.Type == StorageJobType.Move) != (record.TargetPool is not null))
                 {
-                    damaged.Add($"{path}: not a stream or commit job record");
+                    damaged.Add($"{path}: not a stream, commit or move job record");
                     continue;
                 }
 

@@ -38,6 +38,15 @@ public sealed class LiveJobControl : IDisposable
         }
     }
 
+    /// <summary>Longest a job at idle priority waits for the guest to have no request in flight before each chunk.</summary>
+    public static TimeSpan IdleWait { get; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// Idle priority: before each chunk the job waits (up to <see cref="IdleWait"/>) until the guest has no request in
+    /// flight, so a busy guest slows the job to about 10 chunks a second and an idle one lets it run at full speed.
+    /// </summary>
+    public bool IdlePriority { get; set; }
+
     /// <summary>Whether the job is held between two chunks.</summary>
     public bool IsPaused => !_running.IsSet;
 
@@ -93,6 +102,22 @@ public sealed class LiveJobControl : IDisposable
                 cancellationToken.ThrowIfCancellationRequested();
                 return;
             }
+        }
+    }
+
+    /// <summary>Called by the job before a chunk: at idle priority, waits for a gap in the guest's requests.</summary>
+    internal void WaitForGuest(Func<bool> guestBusy, CancellationToken cancellationToken)
+    {
+        if (!IdlePriority || !guestBusy())
+        {
+            return;
+        }
+
+        long start = Stopwatch.GetTimestamp();
+        while (guestBusy() && Stopwatch.GetElapsedTime(start) < IdleWait)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            Thread.Sleep(1);
         }
     }
 

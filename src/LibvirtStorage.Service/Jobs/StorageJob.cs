@@ -15,6 +15,8 @@ public enum StorageJobType
     Stream,
     /// <summary>Upper layers merged into a snapshot's layer, which becomes the top (<see cref="StorageService.CommitAsync"/>); persisted.</summary>
     Commit,
+    /// <summary>A base volume copied to another pool, its users re-pointed (<see cref="StorageService.MoveBaseAsync"/>); persisted.</summary>
+    Move,
 }
 
 /// <summary>Where a job stands.</summary>

@@ -12,6 +12,7 @@ internal static class LiveJobCommands
     {
         root.Subcommands.Add(Live(globals, commit: false));
         root.Subcommands.Add(Live(globals, commit: true));
+        root.Subcommands.Add(MoveBase(globals));
         root.Subcommands.Add(Control(globals, "job-cancel", "Cancel a running job (a stream or commit keeps the volume's chain as it was)",
             (client, path, _) => client.CancelJobAsync(path), "cancelled"));
         root.Subcommands.Add(Control(globals, "job-pause", "Hold a stream or commit at its next chunk; guests keep running",
@@ -35,21 +36,24 @@ internal static class LiveJobCommands
         };
         var speed = new Option<string?>("--speed") { Description = "Bytes per second at most, with a unit (50M = 50 MiB/s); default: no limit" };
         var detach = new Option<bool>("--async") { Description = "Print the job's id and return; follow it with job-list" };
+        var priority = new Option<string?>("--priority") { Description = "normal (default) or idle: wait for gaps in the guest's I/O before each chunk" };
+        priority.AcceptOnlyFromAmong("normal", "idle");
         string name = commit ? "commit" : "stream";
         var command = new ServiceCommand(name, commit
             ? "Merge a volume's top into a snapshot's layer while its guest runs; that layer becomes the top"
             : "Copy a volume's backing data into its top while its guest runs, then drop the backing")
-        { volume, pool, baseSnapshot, speed, detach };
+        { volume, pool, baseSnapshot, speed, priority, detach };
         command.SetService(globals, r =>
         {
             VolumeLookup.Validate(r.GetValue(volume)!, r.GetValue(pool));
             ulong limit = r.GetValue(speed) is string s ? VirshSizes.Parse(s, "speed") : 0;
+            bool idle = r.GetValue(priority) == "idle";
             return async client =>
             {
                 string volumePath = await VolumeLookup.ResolveAsync(client, r.GetValue(volume)!, r.GetValue(pool)).ConfigureAwait(false);
                 string job = commit
-                    ? await client.CommitVolumeAsync(volumePath, r.GetValue(baseSnapshot), limit).ConfigureAwait(false)
-                    : await client.StreamVolumeAsync(volumePath, r.GetValue(baseSnapshot), limit).ConfigureAwait(false);
+                    ? await client.CommitVolumeAsync(volumePath, r.GetValue(baseSnapshot), limit, idle).ConfigureAwait(false)
+                    : await client.StreamVolumeAsync(volumePath, r.GetValue(baseSnapshot), limit, idle).ConfigureAwait(false);
                 if (r.GetValue(detach))
                 {
                     return Detached(globals.Context, r, await client.GetJobInfoAsync(job).ConfigureAwait(false));
@@ -58,6 +62,38 @@ internal static class LiveJobCommands
                 JobInfo done = await JobWaiter.WaitAsync(globals.Context, client, job, !ServiceGlobals.IsJson(r), $"{name} {r.GetValue(volume)}").ConfigureAwait(false);
                 return await VolumeCommands.Done(globals.Context, r, client, volumePath,
                     commit ? $"Vol {done.Volume} committed" : $"Vol {done.Volume} streamed").ConfigureAwait(false);
+            };
+        });
+        return command;
+    }
+
+    private static Command MoveBase(ServiceGlobals globals)
+    {
+        Argument<string> volume = VolumeLookup.VolumeArgument();
+        var targetPool = new Argument<string>("TARGET-POOL") { Description = "The pool to move the base to" };
+        Option<string?> pool = VolumeLookup.PoolOption();
+        var speed = new Option<string?>("--speed") { Description = "Bytes per second at most, with a unit (50M = 50 MiB/s); default: no limit" };
+        var detach = new Option<bool>("--async") { Description = "Print the job's id and return; follow it with job-list" };
+        var command = new ServiceCommand("base-move",
+            "Copy a shared base volume to another pool while the volumes over it run, re-point them all to the copy, delete the old file")
+        { volume, targetPool, pool, speed, detach };
+        command.SetService(globals, r =>
+        {
+            VolumeLookup.Validate(r.GetValue(volume)!, r.GetValue(pool));
+            ulong limit = r.GetValue(speed) is string s ? VirshSizes.Parse(s, "speed") : 0;
+            return async client =>
+            {
+                string volumePath = await VolumeLookup.ResolveAsync(client, r.GetValue(volume)!, r.GetValue(pool)).ConfigureAwait(false);
+                string target = r.GetValue(targetPool)!;
+                string job = await client.MoveBaseAsync(volumePath, target, limit).ConfigureAwait(false);
+                if (r.GetValue(detach))
+                {
+                    return Detached(globals.Context, r, await client.GetJobInfoAsync(job).ConfigureAwait(false));
+                }
+
+                JobInfo done = await JobWaiter.WaitAsync(globals.Context, client, job, !ServiceGlobals.IsJson(r), $"move {r.GetValue(volume)} to {target}").ConfigureAwait(false);
+                string moved = await client.GetVolumePathAsync(await client.GetPoolPathAsync(target).ConfigureAwait(false), done.Volume).ConfigureAwait(false);
+                return await VolumeCommands.Done(globals.Context, r, client, moved, $"Vol {done.Volume} moved to pool {target}").ConfigureAwait(false);
             };
         });
         return command;

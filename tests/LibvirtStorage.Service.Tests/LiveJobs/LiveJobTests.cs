@@ -261,3 +261,42 @@ public sealed class LiveJobTests
     private static List<(long Offset, byte Pattern)> RoundChunks(int queue, int round) =>
         [.. Enumerable.Range(0, 4).Select(i => ((long)((round % 8) * 8 + i * 2 + queue) * Chunk, (byte)(1 + queue * 100 + round % 90)))];
 }
+
+public sealed class LiveJobControlTests
+{
+    [Fact]
+    public void At_idle_priority_a_job_polls_until_the_guest_has_nothing_in_flight_and_at_normal_priority_not_at_all()
+    {
+        using var control = new LiveJobControl();
+        int polls = 0;
+        control.WaitForGuest(() => { polls++; return true; }, CancellationToken.None);
+        Assert.Equal(0, polls);
+
+        control.IdlePriority = true;
+        int busyFor = 5;
+        control.WaitForGuest(() => { polls++; return busyFor-- > 0; }, CancellationToken.None);
+        Assert.Equal(6, polls); // five busy answers (the first look and four in the loop), then the idle one that ends it
+
+        // A guest that never pauses delays each chunk by at most IdleWait; then the job goes on.
+        polls = 0;
+        control.WaitForGuest(() => { polls++; return true; }, CancellationToken.None);
+        Assert.True(polls > 1);
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.Throws<OperationCanceledException>(() => control.WaitForGuest(() => true, cancelled.Token));
+    }
+
+    [Fact]
+    public async Task Paused_jobs_wait_and_a_negative_speed_is_refused()
+    {
+        using var control = new LiveJobControl(speedLimit: 0);
+        Assert.Throws<ArgumentOutOfRangeException>(() => control.SpeedLimit = -1);
+        control.Pause();
+        Assert.True(control.IsPaused);
+        var yielded = Task.Run(() => control.Yield(1 << 20, CancellationToken.None));
+        Assert.NotSame(yielded, await Task.WhenAny(yielded, Task.Delay(200))); // a paused job does not pass its chunk boundary
+        control.Resume();
+        await yielded.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.False(control.IsPaused);
+    }
+}
