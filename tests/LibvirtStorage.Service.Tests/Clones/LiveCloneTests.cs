@@ -267,6 +267,60 @@ public sealed class LiveCloneTests
         VerifyWithQemuIo(h.File("disk"), lastRound);
     }
 
+    [Fact]
+    public async Task When_merging_the_temporary_snapshot_back_fails_the_error_names_it_and_nothing_else_is_left()
+    {
+        string root = Directory.CreateTempSubdirectory("lvstor-clone-").FullName;
+        try
+        {
+            string pool = Path.Combine(root, "pool");
+            var exports = new FailingPivotExports();
+            StorageService service = StorageService.Open(new StorageServiceOptions { StateDirectory = Path.Combine(root, "state"), Exports = exports });
+            service.DefinePool("p", pool);
+            service.StartPool("p");
+            service.CreateVolume("p", new VolumeSpec("disk", "qcow2", 4 << 20));
+            Tool.QemuIo(Path.Combine(pool, "disk"), "qcow2", "write -P 7 0 4M");
+
+            // A guest is "connected", and the second hold of the export (the merge's pivot, after the snapshot's) fails.
+            var e = await Expect.ErrorAsync(StorageErrorKind.Io, () => service.CloneVolumeAsync("p", "disk", "copy"));
+            Assert.Contains("the temporary snapshot 'clone-copy' is left on volume 'disk'", e.Message, StringComparison.Ordinal);
+            Assert.Contains("lvstor commit disk --pool p --base clone-copy", e.Message, StringComparison.Ordinal);
+            Assert.Contains("the export broke", e.Message, StringComparison.Ordinal);
+            Assert.Equal(["clone-copy"], service.GetVolume("p", "disk").Snapshots.Select(s => s.Name));
+            Assert.Equal(["disk"], service.ListVolumes("p").Select(v => v.Name));
+            Assert.Equal([".disk.1", "disk"], Directory.GetFiles(pool).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+
+            // What the error says to do puts the volume back as it was.
+            await service.CommitAsync("p", "disk", new CommitOptions { BaseSnapshot = "clone-copy" });
+            Assert.Equal(Path.Combine(pool, "disk"), service.GetVolume("p", "disk").File);
+            Assert.Empty(service.GetVolume("p", "disk").Snapshots);
+            Tool.QemuImg(pool, "check", "disk");
+            Tool.QemuIo(Path.Combine(pool, "disk"), "qcow2", "read -P 7 0 4M");
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    /// <summary>Exports that report a connected guest and fail their second quiesce (a live clone's merge pivot).</summary>
+    private sealed class FailingPivotExports : IVolumeExports
+    {
+        private int _quiesces;
+
+        public event Action<Guid>? StateChanged
+        {
+            add { }
+            remove { }
+        }
+
+        public ExportState GetState(Guid volumeKey) => ExportState.Connected;
+
+        public IDisposable Quiesce(Guid volumeKey) => Interlocked.Increment(ref _quiesces) == 2
+            ? throw new StorageServiceException(StorageErrorKind.Io, "the export broke")
+            : NoVolumeExports.Instance.Quiesce(volumeKey);
+    }
+
     private static void VerifyWithQemuIo(string image, int[] lastRound)
     {
         var reads = new List<string>();
