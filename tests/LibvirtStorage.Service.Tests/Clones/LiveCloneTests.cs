@@ -195,6 +195,11 @@ public sealed class LiveCloneTests
         Assert.Equal([("disk", "s1"), ("disk", "s0")], linked.Chain.Select(l => (l.Volume, l.Snapshot)));
         Tool.QemuIo(h.File("lnk"), "qcow2", "read -P 1 0 1M", "read -P 2 1M 1M", "read -P 0 2M 2M");
 
+        // A restart finds the chain the inventory records (a backing file that is another volume's snapshot layer).
+        h.Reopen();
+        Assert.Empty(h.Service.LoadProblems);
+        Assert.Equal(linked.Chain, h.Service.GetVolume("p", "lnk").Chain);
+
         string before = h.Fingerprint();
         var e = await Expect.ErrorAsync(StorageErrorKind.NotFound, () => h.Service.CloneVolumeAsync("p", "disk", "x", fromSnapshot: "nope"));
         Assert.Contains("no snapshot named 'nope'", e.Message, StringComparison.Ordinal);
