@@ -13,7 +13,7 @@ public sealed partial class StorageService
     /// <summary>
     /// Clones a volume in the same pool. A full clone copies the guest-visible data of the whole chain into a
     /// new, independent image (the engine's convert: zero runs are skipped, so it stays sparse). A linked
-    /// clone is a qcow2 overlay over the source, which then becomes read-only.
+    /// clone is a qcow2 overlay over the source, which then becomes read-only (or over a snapshot's layer).
     /// </summary>
     /// <remarks>
     /// <para>With <paramref name="fromSnapshot"/> the clone holds what the volume read when that snapshot was taken: the
