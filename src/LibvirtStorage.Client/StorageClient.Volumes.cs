@@ -68,6 +68,21 @@ public sealed partial class StorageClient
     public Task<string> CloneVolumeAsync(string volumePath, string target, bool linked, string format = "") =>
         Call(async () => (await Volume(volumePath).CloneAsync(target, linked ? "linked" : "full", format).ConfigureAwait(false)).ToString());
 
+    /// <summary>
+    /// Starts a clone job of the volume as it was at snapshot <paramref name="snapshot"/> (Volume.CloneFrom): a full copy
+    /// of that snapshot's layer and everything below it, or a linked clone backed by that layer. The source's guest keeps
+    /// running. [admin]
+    /// </summary>
+    /// <param name="volumePath">The source volume's object path.</param>
+    /// <param name="target">The new volume's name (same pool).</param>
+    /// <param name="snapshot">The source's snapshot to clone.</param>
+    /// <param name="linked">A linked clone (qcow2 overlay over the snapshot's layer) instead of a full copy.</param>
+    /// <param name="format">The new volume's format, or empty to keep the snapshot layer's.</param>
+    /// <returns>The job's object path.</returns>
+    public Task<string> CloneVolumeFromSnapshotAsync(string volumePath, string target, string snapshot, bool linked, string format = "") =>
+        Call(async () => (await Volume(volumePath).CloneFromAsync(target, linked ? "linked" : "full", format,
+            new Dictionary<string, object> { ["snapshot"] = snapshot }).ConfigureAwait(false)).ToString());
+
     /// <summary>Starts an upload job reading <paramref name="fd"/> into the volume. [admin]</summary>
     /// <param name="volumePath">The volume's object path.</param>
     /// <param name="fd">A file, pipe or socket to read; lvstord receives its own copy, so the caller may close it once the call returns.</param>

@@ -177,6 +177,14 @@ public sealed partial class StorageService
             s.AddVolume(pool, volume);
         });
 
+        await CommitClaimedAsync(pool, volume, baseIndex, options, progress, cancellationToken, control).ConfigureAwait(false);
+    }
+
+    /// <summary>The work of <see cref="CommitAsync"/> on a volume the caller has claimed and checked (also a live clone's merge).</summary>
+    private async Task CommitClaimedAsync(PoolState pool, VolumeState volume, int baseIndex, CommitOptions options,
+        IProgress<OperationProgress>? progress, CancellationToken cancellationToken, LiveJobControl? control)
+    {
+        string volumeName = volume.Name;
         SnapshotState baseSnapshot = volume.Snapshots[baseIndex];
         string basePath = pool.FullPath(baseSnapshot.File);
         using var ownControl = control is null ? new LiveJobControl(options.SpeedLimit) { IdlePriority = options.IdlePriority } : null;

@@ -30,23 +30,34 @@ public sealed partial class StorageService
             s.AddVolume(pool, volume);
         });
 
+        SnapshotState snapshot = TakeSnapshot(pool, volume, snapshotName).Snapshots[^1];
+        return new SnapshotInfo(snapshot.Name, snapshot.Created, snapshot.Format, pool.FullPath(snapshot.File));
+    }
+
+    /// <summary>
+    /// The work of <see cref="CreateSnapshot"/> on a volume the caller has claimed and checked (also a live clone's
+    /// temporary snapshot); returns the volume as recorded now.
+    /// </summary>
+    private VolumeState TakeSnapshot(PoolState pool, VolumeState volume, string snapshotName)
+    {
         (string overlay, int next) = NewLayerName(pool, volume);
         var options = new ImageCreateOptions { Format = ImageFormat.Qcow2, BackingFile = volume.File, BackingFormat = volume.Format };
         var snapshot = new SnapshotState(snapshotName, volume.File, volume.Format, DateTimeOffset.UtcNow);
+        VolumeState changed = volume with
+        {
+            File = overlay,
+            Format = ImageFormat.Qcow2,
+            Snapshots = [.. volume.Snapshots, snapshot],
+            NextLayer = next + 1,
+        };
         using (Exports.Quiesce(volume.Key))
         {
             // Requests in flight have finished and the top is flushed and closed; new ones wait for the overlay.
-            CreateLayer(pool, overlay, $"cannot snapshot volume '{volumeName}'", options);
-            CommitLayerChange(pool, overlay, volume with
-            {
-                File = overlay,
-                Format = ImageFormat.Qcow2,
-                Snapshots = [.. volume.Snapshots, snapshot],
-                NextLayer = next + 1,
-            });
+            CreateLayer(pool, overlay, $"cannot snapshot volume '{volume.Name}'", options);
+            CommitLayerChange(pool, overlay, changed);
         }
 
-        return new SnapshotInfo(snapshot.Name, snapshot.Created, snapshot.Format, pool.FullPath(snapshot.File));
+        return changed;
     }
 
     /// <summary>The snapshots of a volume, oldest first.</summary>

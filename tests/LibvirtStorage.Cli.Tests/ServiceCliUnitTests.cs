@@ -131,7 +131,7 @@ public sealed class ServiceCliUnitTests
         Assert.Equal(["kind", "who"], Fields(volume.Users[0]));
 
         var job = new JobInfo("/org/lvstor/Storage1/job/1", "clone", "p", "v", "w", 1, 2, "completed", string.Empty, string.Empty, "/o", DateTimeOffset.UnixEpoch);
-        Assert.Equal(["object_path", "type", "pool", "volume", "target", "bytes_done", "bytes_total", "state", "error_name", "error_message", "result", "started_at"], Fields(job));
+        Assert.Equal(["object_path", "type", "pool", "volume", "target", "bytes_done", "bytes_total", "state", "error_name", "error_message", "result", "started_at", "speed", "paused", "priority"], Fields(job));
 
         var status = new StatusCommand.StatusJson("1", "/var/lib/lvstor", "/run/lvstor", 1, 1, 2, 2, 0, 0, DateTimeOffset.UnixEpoch, [new VolumeUser("p", "v", "backing", "w")]);
         Assert.Equal(["version", "state_directory", "runtime_directory", "pools", "active_pools", "volumes", "exports", "connected_guests", "jobs", "started_at", "users"], Fields(status));

@@ -58,6 +58,15 @@ public sealed class ArgumentTests : IClassFixture<BusServerFixture>, IAsyncLifet
     private static Case Clone(string target, string mode, string format, string error) =>
         new(Base, Volume, "Clone", "sss", (ref MessageWriter w) => { w.WriteString(target); w.WriteString(mode); w.WriteString(format); }, error);
 
+    private static Case CloneFrom(string target, string mode, Dictionary<string, VariantValue> options, string error) =>
+        new(Base, Volume, "CloneFrom", "sssa{sv}", (ref MessageWriter w) =>
+        {
+            w.WriteString(target);
+            w.WriteString(mode);
+            w.WriteString("");
+            w.WriteDictionary(options);
+        }, error);
+
     private static Case Transfer(string member, ulong offset, ulong length, string error) =>
         new(Base, Volume, member, "htt", (ref MessageWriter w) =>
         {
@@ -128,6 +137,12 @@ public sealed class ArgumentTests : IClassFixture<BusServerFixture>, IAsyncLifet
         ["clone target with slash"] = Clone("a/b", "full", "", Err + "Invalid"),
         ["clone target dot-dot"] = Clone("..", "linked", "", Err + "Invalid"),
         ["linked clone as raw"] = Clone("c3", "linked", "raw", Err + "Invalid"),
+        ["clone from an unknown snapshot"] = CloneFrom("c4", "full", new() { ["snapshot"] = VariantValue.String("nope") }, Err + "NotFound"),
+        ["linked clone from an unknown snapshot"] = CloneFrom("c5", "linked", new() { ["snapshot"] = VariantValue.String("nope") }, Err + "NotFound"),
+        ["clone from a snapshot given as a number"] = CloneFrom("c6", "full", new() { ["snapshot"] = VariantValue.UInt32(1) }, Err + "Invalid"),
+        ["clone from with an unknown option"] = CloneFrom("c7", "full", new() { ["at"] = VariantValue.String("s1") }, Err + "Invalid"),
+        ["clone from onto an existing name"] = CloneFrom("rawbase", "full", [], Err + "Exists"),
+        ["clone from wrong signature"] = new(Base, Volume, "CloneFrom", "sss", (ref MessageWriter w) => { w.WriteString("c8"); w.WriteString("full"); w.WriteString(""); }, "org.freedesktop.DBus.Error.InvalidArgs"),
         ["upload at offset 2^64-1"] = Transfer("Upload", ulong.MaxValue, 0, Err + "Invalid"),
         ["upload past the end"] = Transfer("Upload", 8 << 20, 0, Err + "Invalid"),
         ["download length past the end"] = Transfer("Download", 0, 8 << 20, Err + "Invalid"),

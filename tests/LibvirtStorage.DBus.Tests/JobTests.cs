@@ -119,6 +119,41 @@ public sealed class JobTests(BusServerFixture fixture) : IClassFixture<BusServer
     }
 
     [BusFact]
+    public async Task CloneFromMakesFullAndLinkedClonesOfASnapshot()
+    {
+        string source = await fixture.CreateVolumeAsync("job-from-src", "qcow2", 2 << 20);
+        string first = fixture.Service.GetVolume(BusServerFixture.Pool, "job-from-src").File;
+        var qemuIo = System.Diagnostics.Process.Start("qemu-io", ["-f", "qcow2", "-c", "write -P 9 0 1M", first])!;
+        await qemuIo.WaitForExitAsync();
+        Assert.Equal(0, qemuIo.ExitCode);
+        await fixture.CallAsync(source, Volume, "CreateSnapshot", "s", (ref MessageWriter w) => w.WriteString("s1"));
+        using SignalLog log = await SignalLog.StartAsync(fixture.Client);
+        foreach (string mode in new[] { "full", "linked" })
+        {
+            string job = await fixture.CallPathAsync(source, Volume, "CloneFrom", "sssa{sv}", (ref MessageWriter w) =>
+            {
+                w.WriteString($"job-from-{mode}");
+                w.WriteString(mode);
+                w.WriteString("");
+                w.WriteDictionary(new Dictionary<string, VariantValue> { ["snapshot"] = VariantValue.String("s1") });
+            });
+            Assert.Equal("completed", (await CompletedAsync(log, job)).Strings[0]);
+            Assert.Equal("clone", await StringPropertyAsync(job, "Type"));
+        }
+
+        Assert.Empty(fixture.Service.GetVolume(BusServerFixture.Pool, "job-from-full").Chain);
+        var layer = Assert.Single(fixture.Service.GetVolume(BusServerFixture.Pool, "job-from-linked").Chain);
+        Assert.Equal(("job-from-src", "s1"), (layer.Volume, layer.Snapshot));
+        Assert.False((await fixture.GetPropertyAsync(source, Volume, "ReadOnly")).GetBool());
+
+        // The linked clone uses s1's layer: a commit into it is refused at the call, naming the clone.
+        var error = await Assert.ThrowsAsync<DBusErrorReplyException>(() =>
+            fixture.CallPathAsync(source, Volume, "Commit", "a{sv}", (ref MessageWriter w) => w.WriteDictionary(new Dictionary<string, VariantValue>())));
+        Assert.Equal("org.lvstor.Storage1.Error.InUse", error.ErrorName);
+        Assert.Contains("job-from-linked", error.ErrorMessage, StringComparison.Ordinal);
+    }
+
+    [BusFact]
     public async Task LinkedCloneAndWipe()
     {
         string source = await fixture.CreateVolumeAsync("job-linked-src", "qcow2", 1 << 20);

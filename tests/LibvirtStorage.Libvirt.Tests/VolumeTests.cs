@@ -111,6 +111,41 @@ public sealed class VolumeTests(LibvirtWorld world)
     }
 
     [LibvirtFact]
+    public void Chains_changed_by_lvstor_stream_and_commit_show_in_vol_dumpxml()
+    {
+        world.Up();
+        string pool = world.StartPool();
+        world.VirshOk("vol-create-as", pool, "base.qcow2", "8M", "--format", "qcow2");
+        string data = RandomFile(1 * MiB);
+        world.VirshOk("vol-upload", "--pool", pool, "base.qcow2", data);
+        world.VirshOk("vol-create-as", pool, "top.qcow2", "8M", "--format", "qcow2", "--backing-vol", "base.qcow2", "--backing-vol-format", "qcow2");
+        Assert.Single(Dump(pool, "top.qcow2").BackingChain);
+
+        // Stream the base into the top (lvstor, on the namespace's system bus): libvirt then shows no backing store,
+        // the data is still there, and the base is free to go.
+        string lvstor = Path.Combine(AppContext.BaseDirectory, "lvstor");
+        CommandResult stream = world.Exec(lvstor, "stream", "top.qcow2", "--pool", pool);
+        Assert.True(stream.ExitCode == 0, $"lvstor stream failed:\n{stream}");
+        world.VirshOk("pool-refresh", pool);
+        Assert.Empty(Dump(pool, "top.qcow2").BackingChain);
+        world.VirshOk("vol-delete", "--pool", pool, "base.qcow2");
+        string back = Path.Combine(world.Work, world.Unique("streamed"));
+        world.VirshOk("vol-download", "--pool", pool, "top.qcow2", back, "--length", MiB.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(File.ReadAllBytes(data), File.ReadAllBytes(back));
+
+        // A snapshot puts a layer under the top; a commit merges the top back into it.
+        Assert.Equal(0, world.Exec(lvstor, "snapshot", "top.qcow2", "s1", "--pool", pool).ExitCode);
+        world.VirshOk("pool-refresh", pool);
+        Assert.Single(Dump(pool, "top.qcow2").BackingChain);
+        CommandResult commit = world.Exec(lvstor, "commit", "top.qcow2", "--pool", pool, "--json");
+        Assert.True(commit.ExitCode == 0, $"lvstor commit failed:\n{commit}");
+        world.VirshOk("pool-refresh", pool);
+        Assert.Empty(Dump(pool, "top.qcow2").BackingChain);
+        world.VirshOk("vol-download", "--pool", pool, "top.qcow2", back, "--length", MiB.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(File.ReadAllBytes(data), File.ReadAllBytes(back));
+    }
+
+    [LibvirtFact]
     public void Vol_create_as_with_a_backing_volume_makes_a_snapshot_that_reads_the_base()
     {
         world.Up();

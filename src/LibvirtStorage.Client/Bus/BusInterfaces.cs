@@ -67,6 +67,8 @@ internal interface IVolume : IDBusObject
 
     Task<ObjectPath> CloneAsync(string target, string mode, string format);
 
+    Task<ObjectPath> CloneFromAsync(string target, string mode, string format, IDictionary<string, object> options);
+
     Task<ObjectPath> UploadAsync(SafeFileHandle fd, ulong offset, ulong length);
 
     Task<ObjectPath> DownloadAsync(SafeFileHandle fd, ulong offset, ulong length);

@@ -15,7 +15,8 @@ internal static class VolumeMethods
         new(I, "Resize", "tb", Admin: true, Resize),
         new(I, "CreateSnapshot", "s", Admin: true, CreateSnapshot),
         new(I, "RevertToSnapshot", "sb", Admin: true, RevertToSnapshot),
-        new(I, "Clone", "sss", Admin: true, Clone),
+        new(I, "Clone", "sss", Admin: true, call => Clone(call, withOptions: false)),
+        new(I, "CloneFrom", "sssa{sv}", Admin: true, call => Clone(call, withOptions: true)),
         new(I, "Upload", "htt", Admin: true, call => Transfer(call, upload: true)),
         new(I, "Download", "htt", Admin: true, call => Transfer(call, upload: false)),
         new(I, "UploadStaged", "hhtt", Admin: true, UploadStaged),
@@ -113,19 +114,35 @@ internal static class VolumeMethods
         return Change(call, (s, v) => s.RevertToSnapshot(v.Pool, v.Volume, name, discardNewer));
     }
 
-    private static Task Clone(BusCall call)
+    /// <summary>Clone (s target, s mode, s format) and CloneFrom (the same and a{sv} options: <c>snapshot</c> (s), a snapshot name).</summary>
+    private static Task Clone(BusCall call, bool withOptions)
     {
         Reader reader = call.Request.GetBodyReader();
         string target = reader.ReadString();
         string mode = reader.ReadString();
         string format = reader.ReadString();
+        string? snapshot = null;
+        if (withOptions)
+        {
+            foreach ((string key, VariantValue value) in reader.ReadDictionaryOfStringToVariantValue())
+            {
+                snapshot = key switch
+                {
+                    "snapshot" when value.Type == VariantValueType.String => value.GetString(),
+                    "snapshot" => throw BusError.Invalid("option 'snapshot' has the wrong type: it is a snapshot name (s)"),
+                    _ => throw BusError.Invalid($"unknown option '{key}'; the only option is 'snapshot' (s)"),
+                };
+            }
+        }
+
         bool linked = mode switch
         {
             "full" => false,
             "linked" => true,
             _ => throw BusError.Invalid($"clone mode '{mode}' is not known; use 'full' (an independent copy) or 'linked' (an overlay over this volume)"),
         };
-        return StartJob(call, jobs => jobs.StartClone(call.Target.Pool, call.Target.Volume, target, format.Length == 0 ? null : format, linked));
+        return StartJob(call, jobs => jobs.StartClone(call.Target.Pool, call.Target.Volume, target, format.Length == 0 ? null : format, linked,
+            string.IsNullOrEmpty(snapshot) ? null : snapshot));
     }
 
     private static Task Transfer(BusCall call, bool upload)

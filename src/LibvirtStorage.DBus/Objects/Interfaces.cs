@@ -51,6 +51,7 @@ internal static class Interfaces
         <method name="CreateSnapshot"><arg name="name" type="s" direction="in"/></method>
         <method name="RevertToSnapshot"><arg name="name" type="s" direction="in"/><arg name="discard_newer" type="b" direction="in"/></method>
         <method name="Clone"><arg name="target" type="s" direction="in"/><arg name="mode" type="s" direction="in"/><arg name="format" type="s" direction="in"/><arg name="job" type="o" direction="out"/></method>
+        <method name="CloneFrom"><arg name="target" type="s" direction="in"/><arg name="mode" type="s" direction="in"/><arg name="format" type="s" direction="in"/><arg name="options" type="a{sv}" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="Upload"><arg name="fd" type="h" direction="in"/><arg name="offset" type="t" direction="in"/><arg name="length" type="t" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="Download"><arg name="fd" type="h" direction="in"/><arg name="offset" type="t" direction="in"/><arg name="length" type="t" direction="in"/><arg name="job" type="o" direction="out"/></method>
         <method name="UploadStaged"><arg name="file" type="h" direction="in"/><arg name="ready" type="h" direction="in"/><arg name="offset" type="t" direction="in"/><arg name="length" type="t" direction="in"/><arg name="job" type="o" direction="out"/></method>

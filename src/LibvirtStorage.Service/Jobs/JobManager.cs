@@ -71,12 +71,15 @@ public sealed class JobManager : IDisposable
         }
     }
 
-    /// <summary>Starts a clone of <paramref name="source"/> to <paramref name="target"/> in one pool.</summary>
-    public StorageJob StartClone(string pool, string source, string target, string? format, bool linked)
+    /// <summary>
+    /// Starts a clone of <paramref name="source"/> to <paramref name="target"/> in one pool, of the volume as it is now or,
+    /// with <paramref name="fromSnapshot"/>, as it was at that snapshot (see <see cref="StorageService.CloneVolumeAsync"/>).
+    /// </summary>
+    public StorageJob StartClone(string pool, string source, string target, string? format, bool linked, string? fromSnapshot = null)
     {
         VolumeInfo info = _service.GetVolume(pool, source);
         return Start(StorageJobType.Clone, info, target, info.Capacity, job =>
-            _service.CloneVolumeAsync(pool, source, target, format, linked, Progress(job), job.CancellationToken));
+            _service.CloneVolumeAsync(pool, source, target, format, linked, Progress(job), job.CancellationToken, fromSnapshot));
     }
 
     /// <summary>

@@ -34,22 +34,12 @@ internal sealed class JobStore(string directory)
     public void Save(JobRecord record)
     {
         string path = PathOf(record.Id);
-        string temporary = path + ".tmp";
         try
         {
-            System.IO.Directory.CreateDirectory(Directory);
-            using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
-            {
-                JsonSerializer.Serialize(stream, record, JobJsonContext.Default.JobRecord);
-                stream.Flush(flushToDisk: true);
-            }
-
-            File.Move(temporary, path, overwrite: true);
-            DirectorySync.Sync(Directory);
+            DirectorySync.ReplaceFile(path, stream => JsonSerializer.Serialize(stream, record, JobJsonContext.Default.JobRecord));
         }
         catch (Exception ex) when (ThrowHelper.ToServiceError($"cannot record the job in {path}", ex) is { } error)
         {
-            File.Delete(temporary);
             throw error;
         }
     }

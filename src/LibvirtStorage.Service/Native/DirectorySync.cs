@@ -33,6 +33,41 @@ internal static class DirectorySync
         }
     }
 
+    /// <summary>
+    /// Replaces <paramref name="path"/> atomically and durably: <paramref name="write"/> fills <c>path.tmp</c>, which is
+    /// fsynced, renamed over <paramref name="path"/>, and the directory fsynced. The temporary file is removed on failure.
+    /// </summary>
+    public static void ReplaceFile(string path, Action<Stream> write)
+    {
+        string directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        string temporary = path + ".tmp";
+        try
+        {
+            Directory.CreateDirectory(directory);
+            using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
+            {
+                write(stream);
+                stream.Flush(flushToDisk: true);
+            }
+
+            File.Move(temporary, path, overwrite: true);
+            Sync(directory);
+        }
+        catch
+        {
+            try
+            {
+                File.Delete(temporary);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // The original error matters more; a stray .tmp is overwritten next time.
+            }
+
+            throw;
+        }
+    }
+
     [DllImport("libc", EntryPoint = "open", SetLastError = true)]
     private static extern int Open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
 

@@ -129,37 +129,13 @@ internal sealed class StateStore
     /// <summary>Writes the state atomically and durably.</summary>
     public void Save(InventoryState state)
     {
-        string temporary = FilePath + ".tmp";
         try
         {
-            System.IO.Directory.CreateDirectory(Directory);
-            using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
-            {
-                JsonSerializer.Serialize(stream, state, StateJsonContext.Default.InventoryState);
-                stream.Flush(flushToDisk: true);
-            }
-
-            File.Move(temporary, FilePath, overwrite: true);
-            DirectorySync.Sync(Directory);
+            DirectorySync.ReplaceFile(FilePath, stream => JsonSerializer.Serialize(stream, state, StateJsonContext.Default.InventoryState));
         }
         catch (Exception ex) when (ThrowHelper.ToServiceError($"cannot write the state file {FilePath}", ex) is { } error)
         {
-            TryDelete(temporary);
             throw error;
-        }
-    }
-
-    private static void TryDelete(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
         }
     }
 

@@ -26,16 +26,24 @@ internal static class JobCommands
         var linked = new Option<bool>("--linked") { Description = "A qcow2 overlay on SRC (SRC becomes a read-only base) instead of a full copy" };
         var format = new Option<string?>("--format") { Description = "The clone's format (raw or qcow2); default: the source's" };
         format.AcceptOnlyFromAmong("raw", "qcow2");
-        var command = new ServiceCommand("vol-clone", "Clone a volume in its pool") { source, name, pool, linked, format };
+        var snapshot = new Option<string?>("--snapshot")
+        {
+            Description = "Clone SRC as it was at this snapshot (its guest keeps running; --linked backs the clone by the snapshot's layer)",
+        };
+        var command = new ServiceCommand("vol-clone", "Clone a volume in its pool") { source, name, pool, linked, format, snapshot };
         command.SetService(globals, r =>
         {
             VolumeLookup.Validate(r.GetValue(source)!, r.GetValue(pool));
             return async client =>
             {
                 string volumePath = await VolumeLookup.ResolveAsync(client, r.GetValue(source)!, r.GetValue(pool)).ConfigureAwait(false);
-                string job = await client.CloneVolumeAsync(volumePath, r.GetValue(name)!, r.GetValue(linked), r.GetValue(format) ?? string.Empty).ConfigureAwait(false);
+                string? at = r.GetValue(snapshot);
+                string job = string.IsNullOrEmpty(at)
+                    ? await client.CloneVolumeAsync(volumePath, r.GetValue(name)!, r.GetValue(linked), r.GetValue(format) ?? string.Empty).ConfigureAwait(false)
+                    : await client.CloneVolumeFromSnapshotAsync(volumePath, r.GetValue(name)!, at, r.GetValue(linked), r.GetValue(format) ?? string.Empty).ConfigureAwait(false);
                 JobInfo done = await JobWaiter.WaitAsync(globals.Context, client, job, !ServiceGlobals.IsJson(r), $"clone to {r.GetValue(name)}").ConfigureAwait(false);
-                return await VolumeCommands.Done(globals.Context, r, client, done.Result, $"Vol {r.GetValue(name)} cloned from {r.GetValue(source)}").ConfigureAwait(false);
+                string from = string.IsNullOrEmpty(at) ? r.GetValue(source)! : $"{r.GetValue(source)} at snapshot {at}";
+                return await VolumeCommands.Done(globals.Context, r, client, done.Result, $"Vol {r.GetValue(name)} cloned from {from}").ConfigureAwait(false);
             };
         });
         return command;

@@ -118,6 +118,44 @@ public sealed class ServiceCliEndToEndTests
         Assert.Equal($"lvstor: error: lvstord is not running on {empty.Address}: start it with `systemctl start lvstord`\n", absent.Err);
     }
 
+    [BusFact]
+    public async Task Vol_clone_with_a_snapshot_copies_or_links_the_volume_as_it_was_then()
+    {
+        await using LvstordHost host = await LvstordHost.StartAsync();
+        var cli = new Cli(host.Address);
+        cli.Ok("pool-define-as", "p", host.PoolDirectory("p"));
+        cli.Ok("pool-start", "p");
+        cli.Ok("vol-create-as", "p", "disk", "4M", "--format", "qcow2");
+        string then = Path.Combine(host.Root, "then.img");
+        string now = Path.Combine(host.Root, "now.img");
+        File.WriteAllBytes(then, Pattern((int)(4 * M), 1));
+        File.WriteAllBytes(now, Pattern((int)(4 * M), 2));
+        cli.Ok("vol-upload", "disk", then, "--pool", "p");
+        cli.Ok("snapshot", "disk", "s1", "--pool", "p");
+        cli.Ok("vol-upload", "disk", now, "--pool", "p");
+
+        Assert.Equal("Vol old cloned from disk at snapshot s1\n", cli.Ok("vol-clone", "disk", "old", "--pool", "p", "--snapshot", "s1", "--format", "raw"));
+        JsonElement lnk = cli.Json("vol-clone", "disk", "old-lnk", "--pool", "p", "--snapshot", "s1", "--linked");
+        Assert.Equal("disk", lnk.GetProperty("backing_chain")[0].GetProperty("volume").GetString());
+        Assert.Equal("s1", lnk.GetProperty("backing_chain")[0].GetProperty("snapshot").GetString());
+        Assert.Equal("raw", cli.Json("vol-info", "old", "--pool", "p").GetProperty("format").GetString());
+        foreach (string clone in new[] { "old", "old-lnk" })
+        {
+            string copy = Path.Combine(host.Root, clone + ".img");
+            cli.Ok("vol-download", clone, copy, "--pool", "p");
+            Assert.Equal(File.ReadAllBytes(then), File.ReadAllBytes(copy));
+        }
+
+        // The source reads its newer data, and an unknown snapshot is NotFound (exit 3) with nothing made.
+        string current = Path.Combine(host.Root, "current.img");
+        cli.Ok("vol-download", "disk", current, "--pool", "p");
+        Assert.Equal(File.ReadAllBytes(now), File.ReadAllBytes(current));
+        var missing = cli.Run("vol-clone", "disk", "x", "--pool", "p", "--snapshot", "nope");
+        Assert.Equal(3, missing.Code);
+        Assert.Contains("nope", missing.Err, StringComparison.Ordinal);
+        Assert.Equal(3, cli.Run("vol-info", "x", "--pool", "p").Code);
+    }
+
     private static byte[] Pattern(int length, int seed)
     {
         var bytes = new byte[length];

@@ -273,7 +273,7 @@ public sealed class ExportTests
     }
 
     [Fact]
-    public async Task A_full_clone_and_a_download_of_a_volume_in_use_pause_its_guest_and_copy_a_consistent_disk()
+    public async Task A_full_clone_and_a_download_of_a_volume_in_use_copy_a_consistent_disk_while_its_guest_carries_on()
     {
         await using var h = new ExportHarness();
         h.Service.CreateVolume("p", new VolumeSpec("disk", "qcow2", 4 << 20));
