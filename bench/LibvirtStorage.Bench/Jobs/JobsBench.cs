@@ -101,6 +101,7 @@ internal sealed class JobsBench
         var failures = new Dictionary<Side, string>();
         var notes = new List<string>();
         var uncompared = new HashSet<Side>();
+        var differs = new HashSet<Side>();
         string reference = Path.Combine(_peerDir, $"{VolumeName(kind)}-reference.qcow2");
         string upload = Path.Combine(_peerDir, "top-data.raw");
         if (kind == Kind.Commit && pool is not null)
@@ -152,8 +153,8 @@ internal sealed class JobsBench
                 }
                 else if (_qemu.Compare(result, "qcow2", reference, "qcow2", outcomes[side].ResultHeldByExport) is { } difference)
                 {
-                    // A side whose result differs from QSD's gets no figure.
-                    times[side].Clear();
+                    // A side whose result differs from QSD's (in any run) gets no figure.
+                    differs.Add(side);
                     failures[side] = $"result differs from QSD's: {difference}";
                 }
             }
@@ -163,6 +164,11 @@ internal sealed class JobsBench
 
         File.Delete(reference);
         File.Delete(upload);
+        foreach (Side side in differs)
+        {
+            times[side].Clear();
+        }
+
         notes.AddRange(failures.Select(f => $"{Label(f.Key)}: {f.Value}"));
         var identical = new[] { Side.QemuImg, Side.Ours }.Where(s => times[s].Count > 0 && !uncompared.Contains(s)).Select(Label).ToList();
         if (identical.Count > 0)
