@@ -16,11 +16,13 @@ test:
 	rm -rf TestResults
 	$(DOTNET) test LibvirtStorage.sln -c $(CONFIG)
 
-# Engine vs qemu-img (docs/performance.md), then our vhost-user-blk back-end vs qemu-storage-daemon through the
-# C# front-end with a host fio ceiling (docs/performance-vhost.md).
+# Engine vs qemu-img (docs/performance.md); live stream and commit of a 1 GiB layer, StorageService vs
+# qemu-storage-daemon (QMP) and qemu-img (its own section of docs/performance.md); then our vhost-user-blk
+# back-end vs qemu-storage-daemon through the C# front-end with a host fio ceiling (docs/performance-vhost.md).
 bench:
 	$(DOTNET) build -c Release bench/LibvirtStorage.Bench
 	$(DOTNET) run -c Release --no-build --project bench/LibvirtStorage.Bench -- engine --out docs/performance.md
+	$(DOTNET) run -c Release --no-build --project bench/LibvirtStorage.Bench -- jobs --repeat 3 --out docs/performance.md
 	$(DOTNET) run -c Release --no-build --project bench/LibvirtStorage.Bench -- vhost --out docs/performance-vhost.md
 
 # The main job: lvstord (embedded default config) on a private D-Bus daemon, a demo pool and volume made with

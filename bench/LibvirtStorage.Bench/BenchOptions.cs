@@ -6,13 +6,16 @@ namespace LibvirtStorage.Bench;
 internal sealed record BenchOptions
 {
     public const string Usage = """
-        usage: LibvirtStorage.Bench [engine|vhost] [options]
+        usage: LibvirtStorage.Bench [engine|jobs|vhost] [options]
           engine               image engine vs qemu-img (the default)
+          jobs                 live stream and commit of an --op-size layer: StorageService (in-process, volume
+                               exported) vs qemu-storage-daemon over QMP and qemu-img; --out replaces only its
+                               section of the file (docs/performance.md)
           vhost                lvstor-vhost-blk vs qemu-storage-daemon through our C# vhost-user front-end
                                (no VM), with a host fio ceiling; --out then names docs/performance-vhost.md
           --quick              fewer requests and a smaller image (a short smoke run)
           --size SIZE          virtual size of the I/O images (default 1G; suffixes K, M, G)
-          --op-size SIZE       size of the convert/commit/rebase images (default 1G)
+          --op-size SIZE       size of the convert/commit/rebase images and of the jobs' layer (default 1G)
           --count-4k N         requests per 4 KiB row (default 40000)
           --count-64k N        requests per 64 KiB row (default 8192)
           --seconds T          size each strided row so QEMU takes about T s (default 1.5, quick 0.3;
@@ -23,6 +26,7 @@ internal sealed record BenchOptions
           --only TEXT          run only rows whose name contains TEXT (repeatable)
           --qemu-aio MODE      qemu-img bench -i: threads (default), native or io_uring
           --skip-io | --skip-ops | --skip-alloc   leave out a section
+        jobs options: --repeat N (runs per side, median shown), --qsd-aio MODE, --only TEXT
         vhost options:
           --duration T         measured seconds per run (default 5, quick 1)
           --warmup T           seconds run and discarded before each measurement (default 1.5, quick 0.3)
@@ -97,7 +101,7 @@ internal sealed record BenchOptions
             {
                 switch (arg)
                 {
-                    case "engine" or "vhost":
+                    case "engine" or "jobs" or "vhost":
                         options = options with { Suite = arg };
                         break;
                     case "--quick":

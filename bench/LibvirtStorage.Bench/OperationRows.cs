@@ -64,7 +64,7 @@ internal sealed class OperationRows
             new OperationCase(
                 $"commit {size >> 22} MiB qcow2 → {sizeText} raw",
                 () => MakeChain(commitBase, commitTop, size),
-                () => _qemu.Run(["commit", "-t", "none", "-f", "qcow2", commitTop], out _),
+                () => _qemu.Commit(commitTop),
                 () => _ours.Commit(commitTop),
                 commitBase,
                 "raw"),
@@ -80,7 +80,7 @@ internal sealed class OperationRows
                     _images.CreateOverlay(rebaseTop, rebaseBase);
                     _images.WriteQuarter(rebaseTop, size);
                 },
-                () => _qemu.Run(["rebase", "-t", "none", "-T", "none", "-f", "qcow2", "-b", "", rebaseTop], out _),
+                () => _qemu.Flatten(rebaseTop),
                 () => _ours.Flatten(rebaseTop),
                 rebaseTop,
                 "qcow2"),

@@ -68,14 +68,34 @@ internal sealed partial class QemuImg
     }
 
     /// <summary>
+    /// Offline stream: <c>qemu-img rebase -b ''</c> copies everything the overlay reads from its backing chain into
+    /// it and drops the backing file (O_DIRECT on both: -t none -T none). Used by the operation and job sections.
+    /// </summary>
+    public TimeSpan Flatten(string overlayPath)
+    {
+        Run(["rebase", "-t", "none", "-T", "none", "-f", "qcow2", "-b", "", overlayPath], out TimeSpan elapsed);
+        return elapsed;
+    }
+
+    /// <summary>Offline commit: <c>qemu-img commit -t none</c> of an overlay into its backing file (then emptied, qemu-img's default).</summary>
+    public TimeSpan Commit(string overlayPath)
+    {
+        Run(["commit", "-t", "none", "-f", "qcow2", overlayPath], out TimeSpan elapsed);
+        return elapsed;
+    }
+
+    /// <summary>
     /// <c>qemu-img compare</c> of two images' guest contents (-T none: what each side wrote must be on disk).
     /// </summary>
     /// <returns>Null when they are identical, else qemu-img's explanation.</returns>
-    public string? Compare(string first, string firstFormat, string second, string secondFormat)
+    /// <param name="forceShare">-U: read images another process (an idle export) holds open.</param>
+    public string? Compare(string first, string firstFormat, string second, string secondFormat, bool forceShare = false)
     {
         try
         {
-            Run(["compare", "-q", "-f", firstFormat, "-F", secondFormat, first, second], out _);
+            Run(forceShare
+                ? ["compare", "-q", "-U", "-f", firstFormat, "-F", secondFormat, first, second]
+                : ["compare", "-q", "-f", firstFormat, "-F", secondFormat, first, second], out _);
             return null;
         }
         catch (InvalidOperationException e)

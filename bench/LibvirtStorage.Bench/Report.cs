@@ -45,6 +45,9 @@ internal sealed record MachineInfo(int Cores, string Kernel, string Cpu, string 
 /// <summary>Prints rows as they arrive and renders the whole run as markdown (docs/performance.md).</summary>
 internal static class Report
 {
+    /// <summary>The heading of the method section; the jobs section goes in front of it.</summary>
+    public const string MethodHeading = "## How it was measured";
+
     private const string ConsoleFormat = "{0,-44} {1,14} {2,14} {3,7}  {4}";
 
     public static void PrintHeader(TextWriter output)
@@ -90,6 +93,8 @@ internal static class Report
         Line();
         Line("The vhost-user-blk back-ends (ours vs qemu-storage-daemon, VM-less, same `make bench` run) are in");
         Line("[performance-vhost.md](performance-vhost.md), with the analysis in [performance-analysis.md](performance-analysis.md).");
+        Line("Live stream and commit of a 1 GiB layer (StorageService vs qemu-storage-daemon and qemu-img) are in the section");
+        Line("[Live jobs](#live-jobs-stream-and-commit-ours-vs-qemu-storage-daemon-and-qemu-img), written by the `jobs` mode of the same run.");
         Line();
         Line("## Machine");
         Line();
@@ -136,7 +141,7 @@ internal static class Report
             Line();
         }
 
-        Line("## How it was measured");
+        Line(MethodHeading);
         Line();
         Line(Method);
         Line();

@@ -63,21 +63,33 @@ internal sealed class ScratchImages
     }
 
     /// <summary>Creates a raw file of <paramref name="size"/> bytes holding data everywhere (one qemu-img bench write pass).</summary>
-    public void CreateRawWithData(string path, long size)
+    public void CreateRawWithData(string path, long size, byte fill = BaseFill) => CreateWithData(path, "raw", size, fill);
+
+    /// <summary>
+    /// Creates an image of <paramref name="format"/> (qcow2: 64 KiB clusters, qemu-img's default) whose every byte is
+    /// <paramref name="fill"/>: one sequential O_DIRECT qemu-img bench write pass of 1 MiB requests.
+    /// </summary>
+    public void CreateWithData(string path, string format, long size, byte fill)
     {
         File.Delete(path);
-        _qemu.Run(["create", "-q", "-f", "raw", path, Text(size)], out _);
+        _qemu.Run(["create", "-q", "-f", format, path, Text(size)], out _);
+        Fill(path, format, size, fill);
+    }
+
+    /// <summary>Writes <paramref name="fill"/> over the whole guest-visible size (allocating every cluster of a qcow2).</summary>
+    public void Fill(string path, string format, long size, byte fill)
+    {
         const int chunk = 1 << 20;
         _qemu.Run(
-            ["bench", "-q", "-f", "raw", "-w", "-t", "none", "-s", Text(chunk), "-c", Text(size / chunk), $"--pattern={BaseFill}", path],
+            ["bench", "-q", "-f", format, "-w", "-t", "none", "-s", Text(chunk), "-c", Text(size / chunk), $"--pattern={fill}", path],
             out _);
     }
 
-    /// <summary>Creates a qcow2 overlay over a raw backing file.</summary>
-    public void CreateOverlay(string path, string backingPath)
+    /// <summary>Creates an empty qcow2 overlay over a backing file (its name is recorded relative, like lvstord's layers).</summary>
+    public void CreateOverlay(string path, string backingPath, string backingFormat = "raw")
     {
         File.Delete(path);
-        _qemu.Run(["create", "-q", "-f", "qcow2", "-b", Path.GetFileName(backingPath), "-F", "raw", path], out _);
+        _qemu.Run(["create", "-q", "-f", "qcow2", "-b", Path.GetFileName(backingPath), "-F", backingFormat, path], out _);
     }
 
     /// <summary>Writes a quarter of the overlay (64 KiB in every 256 KiB) so it holds data of its own.</summary>

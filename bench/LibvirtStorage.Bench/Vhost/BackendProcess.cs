@@ -85,6 +85,18 @@ internal sealed class BackendProcess : IDisposable
         return new BackendProcess("qemu-storage-daemon", socket, Shorten("qemu-storage-daemon " + string.Join(' ', args)), info);
     }
 
+    /// <summary>qemu-storage-daemon with <paramref name="args"/> as given; ready once <paramref name="waitForSocket"/> (a QMP or export socket) exists.</summary>
+    public static BackendProcess StartQsd(IReadOnlyList<string> args, string waitForSocket)
+    {
+        var info = new ProcessStartInfo("qemu-storage-daemon");
+        foreach (string a in args)
+            info.ArgumentList.Add(a);
+        return new BackendProcess("qemu-storage-daemon", waitForSocket, Shorten("qemu-storage-daemon " + string.Join(' ', args)), info);
+    }
+
+    /// <summary>Waits up to <paramref name="timeout"/> for the process to exit by itself (after QMP quit).</summary>
+    public bool WaitForExit(TimeSpan timeout) => _process.WaitForExit(timeout);
+
     /// <summary>SIGTERM, then SIGKILL after 10 s.</summary>
     public void Dispose()
     {
