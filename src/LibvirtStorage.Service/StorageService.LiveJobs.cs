@@ -90,17 +90,17 @@ public sealed partial class StorageService
             using ILiveImage live = LendOrOpen(pool, volume, what);
             IBlockImage top = live.Image;
             IBlockImage? baseLayer = baseSnapshot is null ? null : LayerAt(top, volume.Snapshots.Count - baseIndex, pool.FullPath(baseSnapshot.File), what);
-            using var copy = new ChainCopy();
             long size = top.VirtualSize;
-            for (long offset = 0; offset < size; offset += ChainCopy.ChunkSize)
+            long done = 0;
+            Func<bool> guestBusy = () => live.GuestBusy;
+            ChainCopy.ForEachChunk(size, (copy, offset) =>
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                yield.WaitForGuest(() => live.GuestBusy, cancellationToken);
+                yield.WaitForGuest(guestBusy, cancellationToken);
                 long length = Math.Min(ChainCopy.ChunkSize, size - offset);
                 long written = ThrowHelper.Translate(what, () => copy.StreamRange(top, baseLayer, offset, length, live.Pause));
-                progress?.Report(new OperationProgress("stream", volumeName, 0.99 * (offset + length) / size));
+                progress?.Report(new OperationProgress("stream", volumeName, 0.99 * Interlocked.Add(ref done, length) / size));
                 yield.Yield(written, cancellationToken);
-            }
+            }, cancellationToken);
 
             ThrowHelper.Translate(what, top.Flush);
         }, CancellationToken.None).ConfigureAwait(false);
@@ -196,7 +196,7 @@ public sealed partial class StorageService
         // it locked against other processes. Reads through that chain never reach the runs written here (layers above the
         // base decide them), so its cached view of the base stays right.
         using IBlockImage target = ThrowHelper.Translate(what, () =>
-            ImageOpener.Open(basePath, new ImageOpenOptions { Format = baseSnapshot.Format, Lock = false }));
+            ImageOpener.Open(basePath, Exports.ImageOptions with { Format = baseSnapshot.Format, Lock = false, ReadOnly = false, OpenBacking = true }));
         WriteTracker? tracker = null;
         ILiveImage? live = null;
         try
@@ -231,15 +231,19 @@ public sealed partial class StorageService
 
             tracker = new WriteTracker(size, ChainCopy.ChunkSize);
             live.Track(tracker);
-            using var copy = new ChainCopy();
-            for (long offset = 0; offset < size; offset += ChainCopy.ChunkSize)
+            long done = 0;
+            ILiveImage lent = live;
+            Func<bool> guestBusy = () => lent.GuestBusy;
+            ChainCopy.ForEachChunk(size, (copy, offset) =>
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                yield.WaitForGuest(() => live.GuestBusy, cancellationToken);
+                yield.WaitForGuest(guestBusy, cancellationToken);
                 long written = ThrowHelper.Translate(what, () => copy.CommitRange(top, liveBase, target, offset, ChainCopy.ChunkSize));
-                progress?.Report(new OperationProgress("commit", volumeName, 0.95 * Math.Min(offset + ChainCopy.ChunkSize, size) / size));
+                long length = Math.Min(ChainCopy.ChunkSize, size - offset);
+                progress?.Report(new OperationProgress("commit", volumeName, 0.95 * Interlocked.Add(ref done, length) / size));
                 yield.Yield(written, cancellationToken);
-            }
+            }, cancellationToken);
+
+            using var copy = new ChainCopy();
 
             // What the guest rewrote meanwhile, until little enough is left to copy with the guest held.
             for (int pass = 0; pass < MaxCommitPasses && tracker.Count() > FinalPassChunks; pass++)
@@ -295,7 +299,7 @@ public sealed partial class StorageService
     /// <summary>The volume's chain as its export holds it, or opened here when no export holds the top read-write.</summary>
     private ILiveImage LendOrOpen(PoolState pool, VolumeState volume, string what) =>
         Exports.Lend(volume.Key) ?? new OwnedLiveImage(ThrowHelper.Translate(what, () =>
-            ImageOpener.Open(pool.FullPath(volume.File), new ImageOpenOptions { Format = volume.Format })));
+            ImageOpener.Open(pool.FullPath(volume.File), Exports.ImageOptions with { Format = volume.Format, ReadOnly = false, OpenBacking = true })));
 
     /// <summary>The layer <paramref name="depth"/> levels below <paramref name="top"/>, checked against the file the inventory names.</summary>
     private static IBlockImage LayerAt(IBlockImage top, int depth, string expectedPath, string what)

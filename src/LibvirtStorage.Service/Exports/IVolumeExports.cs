@@ -1,3 +1,5 @@
+using LibvirtStorage.Images;
+
 namespace LibvirtStorage.Service;
 
 /// <summary>Where a volume's vhost-user-blk export stands.</summary>
@@ -48,6 +50,12 @@ public interface IVolumeExports
     ILiveImage? Lend(Guid volumeKey) => null;
 
     /// <summary>
+    /// How exports open images (O_DIRECT, cache sizes); jobs that open a volume's files themselves use the same, so
+    /// their I/O goes the way the guest's does.
+    /// </summary>
+    ImageOpenOptions ImageOptions => new();
+
+    /// <summary>
     /// Makes the exports of pool <paramref name="poolName"/> match the host: a socket for every volume of an active
     /// pool, none for a stopped or undefined pool or a deleted volume, and a reopened chain where a volume's top file,
     /// format or read-only state changed. The default does nothing.
@@ -87,6 +95,9 @@ public sealed class NoVolumeExports : IVolumeExports
 
     /// <inheritdoc/>
     public ILiveImage? Lend(Guid volumeKey) => null;
+
+    /// <inheritdoc/>
+    public ImageOpenOptions ImageOptions { get; } = new();
 
     private sealed class NoQuiesce : IDisposable
     {

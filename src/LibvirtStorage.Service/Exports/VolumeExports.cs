@@ -140,6 +140,9 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
     }
 
     /// <inheritdoc/>
+    public ImageOpenOptions ImageOptions => _imageOptions;
+
+    /// <inheritdoc/>
     public ILiveImage? Lend(Guid volumeKey)
     {
         Export? export;

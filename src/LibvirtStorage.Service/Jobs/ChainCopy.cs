@@ -12,9 +12,59 @@ internal sealed class ChainCopy : IDisposable
     /// <summary>Bytes copied per step; the guest waits at most one step's write while a stream holds it.</summary>
     public const int ChunkSize = 1 << 20;
 
+    /// <summary>
+    /// Steps in flight at once. One step reads while another writes; a serial copy waits for each request in turn and
+    /// cannot beat the sum of both (make bench measured a serial stream 1.2x slower than qemu-img's rebase).
+    /// </summary>
+    public const int StepsInFlight = 4;
+
     private readonly byte[] _buffer = ArrayPool<byte>.Shared.Rent(ChunkSize);
 
     public void Dispose() => ArrayPool<byte>.Shared.Return(_buffer);
+
+    /// <summary>
+    /// Runs <paramref name="step"/> for every chunk of [0, <paramref name="size"/>), <see cref="StepsInFlight"/> at a time,
+    /// taking chunks in ascending order (so the files are read and written mostly sequentially), each worker with its own
+    /// buffer. <paramref name="step"/> gets the worker's copier and the chunk's offset. The first failure stops the others
+    /// at their next chunk and is rethrown as it was.
+    /// </summary>
+    public static void ForEachChunk(long size, Action<ChainCopy, long> step, CancellationToken cancellationToken)
+    {
+        long chunks = (size + ChunkSize - 1) / ChunkSize;
+        long next = -1;
+        int failed = 0;
+        Task[] workers = new Task[(int)Math.Min(StepsInFlight, Math.Max(1, chunks))];
+        for (int i = 0; i < workers.Length; i++)
+        {
+            workers[i] = Task.Run(() =>
+            {
+                using var copy = new ChainCopy();
+                for (long chunk; (chunk = Interlocked.Increment(ref next)) < chunks && Volatile.Read(ref failed) == 0;)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    try
+                    {
+                        step(copy, chunk * ChunkSize);
+                    }
+                    catch
+                    {
+                        Volatile.Write(ref failed, 1);
+                        throw;
+                    }
+                }
+            }, CancellationToken.None);
+        }
+
+        try
+        {
+            Task.WaitAll(workers);
+        }
+        catch (AggregateException ex)
+        {
+            Exception first = ex.InnerExceptions.FirstOrDefault(e => e is not OperationCanceledException) ?? ex.InnerExceptions[0];
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
+        }
+    }
 
     /// <summary>
     /// Whether a layer from <paramref name="layer"/> down to (not including) <paramref name="stop"/> decides the run at

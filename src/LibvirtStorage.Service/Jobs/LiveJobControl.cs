@@ -9,7 +9,7 @@ namespace LibvirtStorage.Service;
 public sealed class LiveJobControl : IDisposable
 {
     private readonly ManualResetEventSlim _running = new(initialState: true);
-    private readonly SemaphoreSlim _changed = new(0);
+    private CancellationTokenSource _changed = new();
     private readonly Lock _lock = new();
     private long _speedLimit;
     private long _windowStart = Stopwatch.GetTimestamp();
@@ -66,11 +66,7 @@ public sealed class LiveJobControl : IDisposable
     }
 
     /// <summary>Releases the events.</summary>
-    public void Dispose()
-    {
-        _running.Dispose();
-        _changed.Dispose();
-    }
+    public void Dispose() => _running.Dispose();
 
     /// <summary>Called by the job between chunks: waits while paused, then sleeps long enough to keep to the speed limit.</summary>
     internal void Yield(long bytesCopied, CancellationToken cancellationToken)
@@ -84,6 +80,7 @@ public sealed class LiveJobControl : IDisposable
         while (true)
         {
             TimeSpan wait;
+            CancellationToken changed;
             lock (_lock)
             {
                 _windowBytes += bytesCopied;
@@ -95,11 +92,19 @@ public sealed class LiveJobControl : IDisposable
                 }
 
                 wait = TimeSpan.FromSeconds((double)_windowBytes / limit) - Stopwatch.GetElapsedTime(_windowStart);
+                changed = _changed.Token;
             }
 
-            if (wait <= TimeSpan.Zero || !_changed.Wait(wait, cancellationToken))
+            if (wait <= TimeSpan.Zero)
             {
-                cancellationToken.ThrowIfCancellationRequested();
+                return;
+            }
+
+            // Every sleeping worker wakes on a change (each step of a job may sleep in its own thread).
+            int woken = WaitHandle.WaitAny([cancellationToken.WaitHandle, changed.WaitHandle], wait);
+            cancellationToken.ThrowIfCancellationRequested();
+            if (woken == WaitHandle.WaitTimeout)
+            {
                 return;
             }
         }
@@ -123,10 +128,15 @@ public sealed class LiveJobControl : IDisposable
 
     private void Wake()
     {
-        if (_changed.CurrentCount == 0)
+        CancellationTokenSource old;
+        lock (_lock)
         {
-            _changed.Release();
+            old = _changed;
+            _changed = new CancellationTokenSource();
         }
+
+        // Not disposed: a worker may be waiting on its handle; the source holds no timer, so the GC reclaims it.
+        old.Cancel();
     }
 
     private void RestartWindow()
