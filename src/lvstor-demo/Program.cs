@@ -8,7 +8,8 @@ using LibvirtStorage.Vhost.Frontend;
 // README's main job, end to end, with nothing outside the work directory:
 //   a private dbus-daemon → lvstord (embedded default config) → lvstor CLI: pool and volume
 //   → a C# vhost-user-blk front-end (QEMU's side of the socket) writes, flushes and verifies data
-//   → a live snapshot while it writes → lvstord stops on SIGTERM → qemu-img check on every layer.
+//   → a live snapshot, then a live commit of that snapshot, while it writes → lvstord stops on SIGTERM
+//   → qemu-img check on every layer.
 // Usage: lvstor-demo --work DIR --lvstord PATH --lvstor PATH   (make demo passes all three)
 
 string work = Path.GetFullPath(Option("--work") ?? ".demo");
@@ -46,7 +47,7 @@ internal sealed class Demo(string work, string lvstordPath, string lvstorPath)
 {
     private const long VolumeBytes = 1L << 30;
     private const long RegionBytes = 64L << 20;
-    private const int TotalSteps = 8;
+    private const int TotalSteps = 9;
     private Process? _bus;
     private Process? _daemon;
     private string _busAddress = "";
@@ -89,21 +90,14 @@ internal sealed class Demo(string work, string lvstordPath, string lvstorPath)
         VerifyAll(workload, queue, "after the writes");
 
         Step("a live snapshot while the front-end keeps writing");
-        using var stop = new CancellationTokenSource();
-        long before = workload.WritesAcknowledged;
-        Task writer = Task.Run(() =>
-        {
-            while (!stop.IsCancellationRequested)
-                workload.WriteRandom(queue, 256);
-        });
-        Thread.Sleep(300);
-        Cli("snapshot", "vm1", "before-upgrade", "--pool", "demo");
-        Thread.Sleep(300);
-        stop.Cancel();
-        writer.GetAwaiter().GetResult();
-        workload.Flush(queue);
-        Console.WriteLine($"  {workload.WritesAcknowledged - before} writes ran across the switch to the new overlay");
+        long across = WhileWriting(workload, queue, () => Cli("snapshot", "vm1", "before-upgrade", "--pool", "demo"));
+        Console.WriteLine($"  {across} writes ran across the switch to the new overlay");
         VerifyAll(workload, queue, "through the new chain (overlay over the snapshot layer)");
+
+        Step("a live commit: the overlay merges back into the snapshot's layer while the front-end keeps writing");
+        across = WhileWriting(workload, queue, () => Cli("commit", "vm1", "--pool", "demo"));
+        Console.WriteLine($"  {across} writes ran during the copy and across the pivot to the merged layer");
+        VerifyAll(workload, queue, "through the merged chain (one layer again)");
 
         Step("who uses what: the service sees the connected front-end");
         Cli("vol-info", "vm1", "--pool", "demo");
@@ -144,6 +138,25 @@ internal sealed class Demo(string work, string lvstordPath, string lvstorPath)
 
             p?.Dispose();
         }
+    }
+
+    /// <summary>Keeps the front-end writing (256 random 4 KiB writes at a time) while <paramref name="act"/> runs, then flushes; returns the writes done meanwhile.</summary>
+    private static long WhileWriting(PatternWorkload workload, VhostUserBlkQueue queue, Action act)
+    {
+        using var stop = new CancellationTokenSource();
+        long before = workload.WritesAcknowledged;
+        Task writer = Task.Run(() =>
+        {
+            while (!stop.IsCancellationRequested)
+                workload.WriteRandom(queue, 256);
+        });
+        Thread.Sleep(300);
+        act();
+        Thread.Sleep(300);
+        stop.Cancel();
+        writer.GetAwaiter().GetResult();
+        workload.Flush(queue);
+        return workload.WritesAcknowledged - before;
     }
 
     private void Step(string title) => Console.WriteLine($"\n[{++_step}/{TotalSteps}] {title}");
