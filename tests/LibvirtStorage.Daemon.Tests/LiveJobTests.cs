@@ -108,14 +108,16 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
     }
 
     /// <summary>
-    /// kill -9 of lvstord while a slowed stream or commit copies a 256 MiB volume and the guest writes and flushes: the
-    /// next lvstord takes the job's record up and finishes the job, the guest reconnects and finds everything it had
-    /// flushed, and the chain ends as after an uninterrupted job.
+    /// kill -9 (or SIGTERM) of lvstord while a slowed stream or commit copies a 256 MiB volume and the guest writes and
+    /// flushes: the next lvstord takes the job's record up and finishes the job, the guest reconnects and finds
+    /// everything it had flushed, and the chain ends as after an uninterrupted job.
     /// </summary>
     [GuestTheory]
-    [InlineData("stream")]
-    [InlineData("commit")]
-    public async Task Kill9_in_the_middle_of_a_job_resumes_it_and_loses_nothing_flushed(string type)
+    [InlineData("stream", DaemonProcess.SigKill)]
+    [InlineData("commit", DaemonProcess.SigKill)]
+    [InlineData("stream", DaemonProcess.SigTerm)]
+    [InlineData("commit", DaemonProcess.SigTerm)]
+    public async Task Kill9_or_SIGTERM_in_the_middle_of_a_job_resumes_it_and_loses_nothing_flushed(string type, int signal)
     {
         const long size = 256 * MiB;
         using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
@@ -148,12 +150,12 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
 
             long before = guest.Workload.WritesAcknowledged;
             Assert.True(SpinWait.SpinUntil(() => guest.Workload.WritesAcknowledged > before + 64, TimeSpan.FromSeconds(60)), "the guest stopped writing during the job");
-            first.Signal(DaemonProcess.SigKill);
-            await first.WaitForExitAsync();
+            first.Signal(signal);
+            Assert.Equal(signal == DaemonProcess.SigKill ? 137 : 0, await first.WaitForExitAsync());
             await guest.StopWritingAsync(crashed: true);
         }
 
-        Assert.True(File.Exists(Path.Combine(JobDir, $"{id}.json")), "the killed job's record is gone");
+        Assert.True(File.Exists(Path.Combine(JobDir, $"{id}.json")), "the interrupted job's record is gone");
         using DaemonProcess second = await StartDaemonAsync(notify);
         Assert.Contains($"resumed {type} job {id} on volume 'vm1'", second.StandardOutput, StringComparison.Ordinal);
         JsonElement resumed = Job(id) ?? throw new InvalidOperationException($"job {id} is not listed after the restart: {Lvstor("job-list").Stdout}");
@@ -163,7 +165,7 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         using (var guest = Guest.Connect(Socket, workload))
         {
             PatternCheck check = guest.Workload.Verify(guest.Queue, afterCrash: true);
-            Assert.True(check.IsOk, $"{check.Mismatches} sectors lost or damaged by the kill; first: {check.FirstMismatch}");
+            Assert.True(check.IsOk, $"{check.Mismatches} sectors lost or damaged by the signal {signal}; first: {check.FirstMismatch}");
 
             // Writes acknowledged but not flushed before the kill may or may not have landed: rewrite every block, so the
             // workload knows each block's content again (its next FLUSH would otherwise demand those lost writes), while
@@ -231,6 +233,13 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         Assert.Equal(held, still.GetProperty("bytes_done").GetUInt64());
         Assert.True(still.GetProperty("paused").GetBoolean());
 
+        // The volume is the job's while it runs, paused or not: other chain changes are refused and change nothing.
+        foreach (string[] other in (string[][])[["commit", "vm1", "--pool", "tank"], ["snapshot", "vm1", "s2", "--pool", "tank"], ["stream", "vm1", "--pool", "tank"]])
+        {
+            (int busyCode, _, string busy) = Lvstor(other);
+            Assert.True(busyCode != 0 && busy.StartsWith("lvstor: error: ", StringComparison.Ordinal), $"lvstor {string.Join(' ', other)} during the stream: {busyCode} {busy}");
+        }
+
         JsonElement slower = LvstorJson("job-speed", job, "5M");
         Assert.Equal(5UL * 1024 * 1024, slower.GetProperty("speed").GetUInt64());
         Assert.True(slower.GetProperty("paused").GetBoolean(), "job-speed resumed the paused job");
@@ -257,6 +266,53 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         AssertChain([top, snapshots[0].File]);
         await VerifyAfterRestartAsync(notify, guest.Workload);
     }
+
+    /// <summary>
+    /// A linked clone with a snapshot of its own, streamed whole while its guest writes: the clone ends with no backing
+    /// file, its snapshot's layer is merged and deleted, and the backing volume, used by nothing any more, stays intact
+    /// and becomes writable again.
+    /// </summary>
+    [GuestFact]
+    public async Task Stream_of_a_linked_clone_detaches_it_from_its_backing_volume()
+    {
+        using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
+        using DaemonProcess daemon = await StartDaemonAsync(notify);
+        LvstorOk("vol-create-as", "tank", "base", (64 * MiB).ToString(CultureInfo.InvariantCulture), "--format", "qcow2");
+        var workload = new PatternWorkload(0, 64 * MiB, blockBytes: 4096);
+        using (var writer = Guest.Connect(Path.Combine(_dir, "run", "tank", "base.sock"), workload))
+        {
+            writer.Workload.WriteAll(writer.Queue);
+            writer.Workload.Flush(writer.Queue);
+        }
+
+        string baseFile = LvstorJson("vol-info", "base", "--pool", "tank").GetProperty("file").GetString()!;
+        LvstorOk("vol-clone", "base", "vm1", "--pool", "tank", "--linked");
+        Assert.True(SpinWait.SpinUntil(() => File.Exists(Socket), TimeSpan.FromSeconds(30)), "the clone's export did not appear");
+        using var guest = Guest.Connect(Socket, workload);
+        List<Snapshot> snapshots = TakeSnapshots(guest, ["s1"]);
+        string top = Volume().GetProperty("file").GetString()!;
+        AssertChainNames(Volume(), [snapshots[0].File, baseFile]);
+
+        long during = await RunWhileWritingAsync(guest, ["stream", "vm1", "--pool", "tank", "--speed", "16M"]);
+        Assert.True(during > 0, "the guest wrote nothing while the stream ran");
+        PatternCheck check = guest.Workload.Verify(guest.Queue);
+        Assert.True(check.IsOk, $"{check.Mismatches} sectors lost or damaged by the stream; first: {check.FirstMismatch}");
+        JsonElement volume = Volume();
+        AssertChainNames(volume, []);
+        Assert.Empty(Snapshots());
+        JsonElement backing = LvstorJson("vol-info", "base", "--pool", "tank");
+        Assert.False(backing.GetProperty("read_only").GetBoolean(), $"the former backing volume is still read-only: {backing}");
+        Assert.DoesNotContain(backing.GetProperty("users").EnumerateArray(), u => u.GetProperty("kind").GetString() == "backing");
+
+        await StopAsync(daemon, guest);
+        AssertChain([top]);
+        AssertChain([baseFile]);
+        Assert.False(File.Exists(snapshots[0].File), "the clone's merged snapshot layer is still there");
+        await VerifyAfterRestartAsync(notify, workload);
+    }
+
+    private static void AssertChainNames(JsonElement volume, string[] files) =>
+        Assert.Equal(files, volume.GetProperty("backing_chain").EnumerateArray().Select(l => l.GetProperty("file").GetString()!));
 
     private static string[] BaseArgs(string? baseSnapshot) => baseSnapshot is null ? [] : ["--base", baseSnapshot];
 
