@@ -311,6 +311,51 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         await VerifyAfterRestartAsync(notify, workload);
     }
 
+    /// <summary>
+    /// A volume grown after its snapshot: its top is larger than the layer below. A stream copies what the smaller
+    /// layer holds and keeps the grown part; a commit grows the base layer and carries the grown part into it.
+    /// </summary>
+    [GuestTheory]
+    [InlineData("stream")]
+    [InlineData("commit")]
+    public async Task A_volume_grown_after_its_snapshot_streams_and_commits_with_its_new_size(string type)
+    {
+        using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
+        using DaemonProcess daemon = await StartDaemonAsync(notify);
+        CreateVolume(32 * MiB);
+        var low = new PatternWorkload(0, 32 * MiB, blockBytes: 4096);
+        var high = new PatternWorkload(32 * MiB, 16 * MiB, blockBytes: 4096, seed: 2);
+        var untouched = new PatternWorkload(48 * MiB, 16 * MiB, blockBytes: 4096); // never written: must read as zeroes
+        List<Snapshot> snapshots;
+        using (var before = Guest.Connect(Socket, low))
+        {
+            before.Workload.WriteAll(before.Queue);
+            snapshots = TakeSnapshots(before, ["s1"]);
+        }
+
+        LvstorOk("vol-resize", "vm1", "64M", "--pool", "tank");
+        string top = Volume().GetProperty("file").GetString()!;
+        using var guest = Guest.Connect(Socket, low);
+        high.WriteAll(guest.Queue);
+        high.Flush(guest.Queue);
+
+        long during = await RunWhileWritingAsync(guest, [type, "vm1", "--pool", "tank", "--speed", "16M"]);
+        Assert.True(during > 0, $"the guest wrote nothing while the {type} ran");
+        foreach (PatternWorkload workload in (PatternWorkload[])[low, high, untouched])
+        {
+            PatternCheck check = workload.Verify(guest.Queue);
+            Assert.True(check.IsOk, $"{check.Mismatches} sectors lost or damaged by the {type}; first: {check.FirstMismatch}");
+        }
+
+        Assert.Equal(64UL * MiB, Volume().GetProperty("capacity").GetUInt64());
+        await StopAsync(daemon, guest);
+        string remaining = type == "stream" ? top : snapshots[0].File;
+        AssertChain([remaining]);
+        (int code, string info) = Tool("qemu-img", "info", "--output=json", remaining);
+        Assert.True(code == 0, info);
+        Assert.Equal(64 * MiB, JsonDocument.Parse(info).RootElement.GetProperty("virtual-size").GetInt64());
+    }
+
     private static void AssertChainNames(JsonElement volume, string[] files) =>
         Assert.Equal(files, volume.GetProperty("backing_chain").EnumerateArray().Select(l => l.GetProperty("file").GetString()!));
 
