@@ -359,6 +359,51 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         Assert.Equal(64 * MiB, JsonDocument.Parse(info).RootElement.GetProperty("virtual-size").GetInt64());
     }
 
+    /// <summary>Bad stream, commit and job-control calls fail with a clear error, start no job and change nothing.</summary>
+    [GuestFact]
+    public async Task Bad_live_job_calls_are_refused_and_change_nothing()
+    {
+        using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
+        using DaemonProcess daemon = await StartDaemonAsync(notify);
+        CreateVolume(8 * MiB);
+        LvstorOk("vol-create-as", "tank", "plain", (8 * MiB).ToString(CultureInfo.InvariantCulture), "--format", "qcow2");
+        LvstorOk("snapshot", "vm1", "s1", "--pool", "tank");
+        string top = Volume().GetProperty("file").GetString()!;
+
+        (string[] Args, string Message)[] refused =
+        [
+            (["stream", "vm1", "--pool", "tank", "--base", "nope"], "no snapshot named 'nope'"),
+            (["commit", "vm1", "--pool", "tank", "--base", "nope"], "no snapshot named 'nope'"),
+            (["commit", "plain", "--pool", "tank"], "has no snapshot"),
+            (["stream", "vm1", "--pool", "tank", "--speed", "fast"], "invalid speed 'fast'"),
+            (["stream", "nope", "--pool", "tank"], "nope"),
+            (["job-pause", "999"], "job/999"),
+            (["job-speed", "999", "1M"], "job/999"),
+            (["job-cancel", "x"], "job id 'x' is not a number"),
+        ];
+        foreach ((string[] args, string message) in refused)
+        {
+            (int code, string stdout, string stderr) = Lvstor(args);
+            Assert.True(code != 0, $"lvstor {string.Join(' ', args)} succeeded: {stdout}");
+            Assert.StartsWith("lvstor: error: ", stderr, StringComparison.Ordinal);
+            Assert.True(stderr.Contains(message, StringComparison.Ordinal), $"lvstor {string.Join(' ', args)}: {stderr}");
+        }
+
+        Assert.Empty(LvstorJson("job-list").EnumerateArray());
+        Assert.Empty(Directory.Exists(JobDir) ? Directory.GetFiles(JobDir) : []);
+        Assert.Equal(["s1"], Snapshots().Select(s => s.Name));
+        Assert.Equal(top, Volume().GetProperty("file").GetString());
+
+        // A job that is not a stream or commit has no speed and cannot pause.
+        JsonElement wipe = LvstorJson("vol-wipe", "plain", "--pool", "tank");
+        string wipeId = JobId(wipe).ToString(CultureInfo.InvariantCulture);
+        (int pauseCode, _, string pauseError) = Lvstor("job-pause", wipeId);
+        Assert.True(pauseCode != 0 && pauseError.StartsWith("lvstor: error: ", StringComparison.Ordinal), $"job-pause of a wipe: {pauseCode} {pauseError}");
+
+        daemon.Signal(DaemonProcess.SigTerm);
+        Assert.Equal(0, await daemon.WaitForExitAsync());
+    }
+
     private static void AssertChainNames(JsonElement volume, string[] files) =>
         Assert.Equal(files, volume.GetProperty("backing_chain").EnumerateArray().Select(l => l.GetProperty("file").GetString()!));
 
