@@ -359,6 +359,52 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         Assert.Equal(64 * MiB, JsonDocument.Parse(info).RootElement.GetProperty("virtual-size").GetInt64());
     }
 
+    /// <summary>
+    /// lvstord killed after a stream down to a base had switched the top's backing file but before it recorded the new
+    /// chain (simulated: the job's record is left by a kill, and qemu-img rebase does what the stream's copy and switch
+    /// do). The next lvstord resumes the job, which finds the switch done and records it.
+    /// </summary>
+    [GuestFact]
+    public async Task A_stream_killed_between_switching_the_backing_file_and_recording_it_completes_after_a_restart()
+    {
+        using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
+        var workload = new PatternWorkload(0, 16 * MiB, blockBytes: 4096);
+        List<Snapshot> snapshots;
+        string top;
+        long id;
+        using (DaemonProcess first = await StartDaemonAsync(notify))
+        {
+            CreateVolume(16 * MiB);
+            using (var guest = Guest.Connect(Socket, workload))
+            {
+                guest.Workload.WriteAll(guest.Queue);
+                snapshots = TakeSnapshots(guest, ["s1", "s2"]);
+            }
+
+            top = Volume().GetProperty("file").GetString()!;
+            id = JobId(LvstorJson("stream", "vm1", "--pool", "tank", "--base", "s1", "--speed", "1M", "--async"));
+            first.Signal(DaemonProcess.SigKill);
+            await first.WaitForExitAsync();
+        }
+
+        Assert.True(File.Exists(Path.Combine(JobDir, $"{id}.json")), "the killed stream left no record");
+        (int code, string output) = Tool("qemu-img", "rebase", "-f", "qcow2", "-F", "qcow2", "-b", Path.GetFileName(snapshots[0].File), top);
+        Assert.True(code == 0, output);
+
+        using (DaemonProcess second = await StartDaemonAsync(notify))
+        {
+            JsonElement done = WaitForJob(id, j => j.GetProperty("state").GetString() != "running");
+            Assert.True(done.GetProperty("state").GetString() == "completed", $"the resumed stream ended {done}; {second.StandardOutput}");
+            Assert.Equal(["s1"], Snapshots().Select(s => s.Name));
+            second.Signal(DaemonProcess.SigTerm);
+            Assert.Equal(0, await second.WaitForExitAsync());
+        }
+
+        AssertChain([top, snapshots[0].File]);
+        Assert.False(File.Exists(snapshots[1].File), "the merged layer of s2 is still there");
+        await VerifyAfterRestartAsync(notify, workload);
+    }
+
     /// <summary>Bad stream, commit and job-control calls fail with a clear error, start no job and change nothing.</summary>
     [GuestFact]
     public async Task Bad_live_job_calls_are_refused_and_change_nothing()
