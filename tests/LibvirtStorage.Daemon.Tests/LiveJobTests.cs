@@ -151,6 +151,8 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
             Assert.Equal("running", running.GetProperty("state").GetString());
             Assert.Equal(20UL * 1024 * 1024, running.GetProperty("speed").GetUInt64());
 
+            // The resumed job keeps the speed it last had.
+            Assert.Equal(24UL * 1024 * 1024, LvstorJson("job-speed", id.ToString(CultureInfo.InvariantCulture), "24M").GetProperty("speed").GetUInt64());
             long before = guest.Workload.WritesAcknowledged;
             Assert.True(SpinWait.SpinUntil(() => guest.Workload.WritesAcknowledged > before + 64, TimeSpan.FromSeconds(60)), "the guest stopped writing during the job");
             first.Signal(signal);
@@ -163,6 +165,7 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         Assert.Contains($"resumed {type} job {id} on volume 'vm1'", second.StandardOutput, StringComparison.Ordinal);
         JsonElement resumed = Job(id) ?? throw new InvalidOperationException($"job {id} is not listed after the restart: {Lvstor("job-list").Stdout}");
         Assert.Equal(type, resumed.GetProperty("type").GetString());
+        Assert.Equal(24UL * 1024 * 1024, resumed.GetProperty("speed").GetUInt64());
 
         Assert.True(SpinWait.SpinUntil(() => File.Exists(Socket), TimeSpan.FromSeconds(30)), "the export did not come back");
         using (var guest = Guest.Connect(Socket, workload))
