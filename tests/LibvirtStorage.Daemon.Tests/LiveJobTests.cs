@@ -240,7 +240,9 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         Assert.True(still.GetProperty("paused").GetBoolean());
 
         // The volume is the job's while it runs, paused or not: other chain changes are refused and change nothing.
-        foreach (string[] other in (string[][])[["commit", "vm1", "--pool", "tank"], ["snapshot", "vm1", "s2", "--pool", "tank"], ["stream", "vm1", "--pool", "tank"]])
+        foreach (string[] other in (string[][])[
+            ["commit", "vm1", "--pool", "tank"], ["snapshot", "vm1", "s2", "--pool", "tank"], ["stream", "vm1", "--pool", "tank"],
+            ["vol-resize", "vm1", "256M", "--pool", "tank"], ["revert", "vm1", "s1", "--pool", "tank"], ["vol-delete", "vm1", "--pool", "tank"], ["pool-destroy", "tank"]])
         {
             (int busyCode, _, string busy) = Lvstor(other);
             Assert.True(busyCode != 0 && busy.StartsWith("lvstor: error: ", StringComparison.Ordinal), $"lvstor {string.Join(' ', other)} during the stream: {busyCode} {busy}");
