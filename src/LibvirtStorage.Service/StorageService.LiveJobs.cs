@@ -89,6 +89,15 @@ public sealed partial class StorageService
         {
             using ILiveImage live = LendOrOpen(pool, volume, what);
             IBlockImage top = live.Image;
+
+            // A stream stopped (lvstord killed) after switching the top's backing file but before recording the new chain
+            // finds the switch done: nothing is left to copy, only the record to write.
+            if (baseSnapshot is null ? top.Backing is null
+                : top.Backing is { } below && Path.GetFullPath(below.Path) == Path.GetFullPath(pool.FullPath(baseSnapshot.File)))
+            {
+                return;
+            }
+
             IBlockImage? baseLayer = baseSnapshot is null ? null : LayerAt(top, volume.Snapshots.Count - baseIndex, pool.FullPath(baseSnapshot.File), what);
             long size = top.VirtualSize;
             long done = 0;

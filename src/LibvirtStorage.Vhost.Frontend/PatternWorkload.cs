@@ -82,11 +82,17 @@ public sealed class PatternWorkload
         CheckQueue(queue);
         Span<BlkCompletion> done = stackalloc BlkCompletion[queue.Depth];
         int submitted = 0;
+
+        // Two writes of one block in flight at once may complete in either order (virtio-blk promises none), and the
+        // disk may then keep the older one: a block is written again only after its previous write completed.
+        var inFlight = new HashSet<int>();
         while (submitted < count || queue.InFlight > 0)
         {
-            while (submitted < count && queue.TryAcquireSlot(out int slot))
+            while (submitted < count && inFlight.Count < Blocks && queue.TryAcquireSlot(out int slot))
             {
                 int block = sequential ? submitted : _random.Next(Blocks);
+                while (!inFlight.Add(block))
+                    block = _random.Next(Blocks);
                 uint generation = ++_generation;
                 Fill(queue.Data(slot)[.._blockBytes], block, generation);
                 _slotBlock[slot] = block;
@@ -103,9 +109,8 @@ public sealed class PatternWorkload
                 if (!c.IsOk)
                     throw new IOException($"write of block {_slotBlock[c.Slot]} failed: status {c.Status}, used length {c.UsedLength}");
                 int block = (int)_slotBlock[c.Slot];
-                // A later write of the same block may have completed first; keep the newest generation.
-                if (_slotGeneration[c.Slot] > _acknowledged[block])
-                    _acknowledged[block] = _slotGeneration[c.Slot];
+                inFlight.Remove(block);
+                _acknowledged[block] = _slotGeneration[c.Slot];
                 WritesAcknowledged++;
             }
         }

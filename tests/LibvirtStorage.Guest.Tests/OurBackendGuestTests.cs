@@ -72,6 +72,20 @@ public sealed class OurBackendGuestTests(ITestOutputHelper output)
         AssertOk(result);
     }
 
+    /// <summary>
+    /// Live stream and commit through lvstord: 64 MiB uploaded into snapshot s1's layer, then, while the guest's fio
+    /// writes (random 4K, then 1M sequential), `lvstor stream` copies that layer into the top and drops it, a snapshot
+    /// s2 is taken and `lvstor commit` merges the top into s2's layer, which becomes the top. fio verifies everything
+    /// it wrote; one layer is left, qemu-img check is clean and the uploaded data is intact.
+    /// </summary>
+    [GuestFact]
+    public void LiveStreamAndCommit_ThroughLvstord_WhileFioVerifies()
+    {
+        GuestScriptResult result = GuestScript.Run("stream-commit.sh");
+        Assert.Contains("stream-commit: ok (stream and commit during fio", result.Output, StringComparison.Ordinal);
+        AssertOk(result);
+    }
+
     /// <summary>CI's short soak: a few boots in a row under the watchdog, counted; `make soak` runs 30.</summary>
     [GuestFact]
     public void ShortSoak_NoHangNoFailure()

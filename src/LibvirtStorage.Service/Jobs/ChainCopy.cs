@@ -161,7 +161,16 @@ internal sealed class ChainCopy : IDisposable
     private long StreamRun(IBlockImage top, bool keepZeroes, long offset, int length, Func<IDisposable> pause)
     {
         Span<byte> data = _buffer.AsSpan(0, length);
-        top.Backing!.Read(offset, data);
+
+        // A top grown after its snapshot reads zeroes past the end of the layer below (which cannot be read there).
+        IBlockImage backing = top.Backing!;
+        int inside = (int)Math.Clamp(backing.VirtualSize - offset, 0, length);
+        if (inside > 0)
+        {
+            backing.Read(offset, data[..inside]);
+        }
+
+        data[inside..].Clear();
         bool zero = !data.ContainsAnyExcept((byte)0);
         if (zero && !keepZeroes)
         {

@@ -19,6 +19,7 @@ public sealed class JobManager : IDisposable
     private readonly TimeProvider _time;
     private readonly Lock _lock = new();
     private readonly Dictionary<long, StorageJob> _jobs = [];
+    private readonly Dictionary<long, JobRecord> _records = [];
     private readonly CancellationTokenSource _disposed = new();
     private readonly JobStore _store;
     private long _nextId;
@@ -240,6 +241,17 @@ public sealed class JobManager : IDisposable
         }
 
         RequireControl(id, "change the speed of").SpeedLimit = bytesPerSecond;
+
+        // A restarted lvstord resumes the job at the speed it last had.
+        lock (_lock)
+        {
+            if (_records.TryGetValue(id, out JobRecord? record))
+            {
+                _records[id] = record with { SpeedLimit = bytesPerSecond };
+                _store.Save(_records[id]);
+            }
+        }
+
         Raise(Find(id)!);
     }
 
@@ -291,12 +303,22 @@ public sealed class JobManager : IDisposable
                 .ConfigureAwait(false),
         };
         _store.Save(record);
+        lock (_lock)
+        {
+            _records[record.Id] = record;
+        }
+
         try
         {
             return Start(record.Type, info, record.TargetPool ?? "", info.Capacity, run, record.Id, control, record);
         }
         catch
         {
+            lock (_lock)
+            {
+                _records.Remove(record.Id);
+            }
+
             _store.Delete(record.Id);
             throw;
         }
@@ -403,6 +425,14 @@ public sealed class JobManager : IDisposable
         }
 
         // A recorded job stopped by lvstord's own shutdown is taken up by the next start; otherwise it is over.
+        if (record is not null)
+        {
+            lock (_lock)
+            {
+                _records.Remove(record.Id);
+            }
+        }
+
         if (record is not null && (!_stopping || state == StorageJobState.Completed))
         {
             _store.Delete(record.Id);

@@ -21,7 +21,7 @@ internal static class LiveJobCommands
             (client, path, _) => client.PauseJobAsync(path, pause: false), "resumed"));
         var speed = new Argument<string>("SPEED") { Description = "Bytes per second, with a unit (10M = 10 MiB/s); 0 for no limit" };
         root.Subcommands.Add(Control(globals, "job-speed", "Change a stream's or commit's speed limit",
-            (client, path, r) => client.SetJobSpeedAsync(path, VirshSizes.Parse(r.GetValue(speed)!, "speed")), "set to the new speed", speed));
+            (client, path, r) => client.SetJobSpeedAsync(path, Speed(r.GetValue(speed)!)), "set to the new speed", speed));
     }
 
     private static Command Live(ServiceGlobals globals, bool commit)
@@ -46,7 +46,7 @@ internal static class LiveJobCommands
         command.SetService(globals, r =>
         {
             VolumeLookup.Validate(r.GetValue(volume)!, r.GetValue(pool));
-            ulong limit = r.GetValue(speed) is string s ? VirshSizes.Parse(s, "speed") : 0;
+            ulong limit = r.GetValue(speed) is string s ? Speed(s) : 0;
             bool idle = r.GetValue(priority) == "idle";
             return async client =>
             {
@@ -80,7 +80,7 @@ internal static class LiveJobCommands
         command.SetService(globals, r =>
         {
             VolumeLookup.Validate(r.GetValue(volume)!, r.GetValue(pool));
-            ulong limit = r.GetValue(speed) is string s ? VirshSizes.Parse(s, "speed") : 0;
+            ulong limit = r.GetValue(speed) is string s ? Speed(s) : 0;
             return async client =>
             {
                 string volumePath = await VolumeLookup.ResolveAsync(client, r.GetValue(volume)!, r.GetValue(pool)).ConfigureAwait(false);
@@ -98,6 +98,9 @@ internal static class LiveJobCommands
         });
         return command;
     }
+
+    /// <summary>A speed with a unit; "0" is no limit (VirshSizes refuses 0, which no size may be).</summary>
+    private static ulong Speed(string text) => text.Trim() == "0" ? 0 : VirshSizes.Parse(text, "speed");
 
     private static int Detached(CliContext context, ParseResult r, JobInfo job)
     {
