@@ -86,6 +86,19 @@ public sealed class OurBackendGuestTests(ITestOutputHelper output)
         AssertOk(result);
     }
 
+    /// <summary>
+    /// tests/guest/clone-move.sh: a TCG guest on a linked clone runs fio with crc32c verify while lvstord makes a full
+    /// clone of its running disk and then moves the shared base to another pool; the guest verifies everything it wrote,
+    /// its disk reads the moved base, the clone stands alone, and qemu-img check is clean on every file.
+    /// </summary>
+    [GuestFact]
+    public void LiveCloneAndBaseMove_ThroughLvstord_WhileFioVerifies()
+    {
+        GuestScriptResult result = GuestScript.Run("clone-move.sh");
+        Assert.Contains("clone-move: ok (live clone and base move during fio", result.Output, StringComparison.Ordinal);
+        AssertOk(result);
+    }
+
     /// <summary>CI's short soak: a few boots in a row under the watchdog, counted; `make soak` runs 30.</summary>
     [GuestFact]
     public void ShortSoak_NoHangNoFailure()

@@ -223,10 +223,16 @@ public sealed class JobManager : IDisposable
             return $"finished {Describe(record)}: its users now read the copy in pool '{target}'";
         }
 
-        string copy = Path.Combine(_service.GetPool(target).Path, record.Volume);
-        if (File.Exists(copy) && _service.GetVolume(record.Pool, record.Volume).File == record.TopFile)
+        string directory = _service.GetPool(target).Path;
+        if (_service.GetVolume(record.Pool, record.Volume).File == record.TopFile)
         {
-            File.Delete(copy);
+            // The interrupted copy: renamed into place but not recorded (no header names it yet), or still a hidden
+            // .<name>.creating-* file. Both are this move's own; the move starts again from nothing.
+            File.Delete(Path.Combine(directory, record.Volume));
+            foreach (string partial in Directory.EnumerateFiles(directory, $".{record.Volume}.creating-*"))
+            {
+                File.Delete(partial);
+            }
         }
 
         return null;

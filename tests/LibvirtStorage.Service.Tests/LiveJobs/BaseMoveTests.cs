@@ -164,6 +164,36 @@ public sealed class BaseMoveTests
         Tool.QemuIo(h.File("vm1"), "qcow2", "read -P 5 0 4M");
     }
 
+    [Fact]
+    public async Task A_move_killed_during_its_copy_starts_again_after_a_restart_and_leaves_no_partial_copy()
+    {
+        using var h = new ServiceHarness();
+        string local = Path.Combine(h.Root, "pools", "local");
+        Directory.CreateDirectory(local);
+        h.Service.DefinePool("local", local);
+        h.Service.StartPool("local");
+        h.Service.CreateVolume("p", new VolumeSpec("golden", "qcow2", 4 << 20));
+        Tool.QemuIo(h.File("golden"), "qcow2", "write -P 6 0 4M");
+        h.Service.CreateVolume("p", new VolumeSpec("vm1", "qcow2", null, "golden"));
+
+        // What a kill during the copy leaves: the job's record and a partial hidden copy in the target pool.
+        string partial = Path.Combine(local, ".golden.creating-0123456789abcdef");
+        File.WriteAllText(partial, "half a copy");
+        using var jobs = new JobManager(h.Service, TimeSpan.FromMinutes(1));
+        Directory.CreateDirectory(jobs.JobDirectory);
+        File.WriteAllText(Path.Combine(jobs.JobDirectory, "4.json"),
+            $$"""{"id":4,"type":"Move","pool":"p","volume":"golden","topFile":"{{h.File("golden")}}","speedLimit":0,"created":"2026-01-01T00:00:00Z","targetPool":"local"}""");
+        Assert.Contains("resumed move job 4 on volume 'golden' in pool 'p'", jobs.ResumeRecorded());
+        StorageJob job = Assert.Single(jobs.List());
+        await job.Completion.WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.True(job.State == StorageJobState.Completed, job.Error?.Message);
+
+        Assert.False(File.Exists(partial), "the partial copy of the killed move is removed");
+        Assert.Equal(["golden"], Directory.GetFiles(local).Select(Path.GetFileName));
+        Assert.Equal(Path.Combine(local, "golden"), h.Service.GetVolume("p", "vm1").Chain.Single().File);
+        Tool.QemuIo(h.File("vm1"), "qcow2", "read -P 6 0 4M");
+    }
+
     /// <summary>Guest g owns chunks g, g+2, ... of the first 2 MiB; round r rewrites 4 of them.</summary>
     private static List<(long Offset, byte Pattern)> Chunks(int guest, int round) =>
         [.. Enumerable.Range(0, 4).Select(i => ((long)((round % 4) * 8 + i * 2 + guest) * Chunk, (byte)(1 + guest * 100 + round % 90)))];
