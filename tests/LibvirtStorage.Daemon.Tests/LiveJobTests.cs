@@ -440,6 +440,18 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
             Assert.True(stderr.Contains(message, StringComparison.Ordinal), $"lvstor {string.Join(' ', args)}: {stderr}");
         }
 
+        // The same through D-Bus: unknown options and wrong types are refused before any job starts.
+        string volumePath = Volume().GetProperty("object_path").GetString()!;
+        foreach (string[] options in (string[][])[["1", "bogus", "b", "true"], ["1", "speed", "s", "fast"], ["1", "base", "t", "1"], ["1", "base", "s", "nope"]])
+        {
+            foreach (string method in (string[])["Stream", "Commit"])
+            {
+                (int code, string output) = Tool("busctl", ["--address=" + fixture.Bus!.Address, "call", "org.lvstor.Storage1", volumePath,
+                    "org.lvstor.Storage1.Volume", method, "a{sv}", .. options]);
+                Assert.True(code != 0 && output.Length > 0, $"{method}({string.Join(' ', options)}) answered: {output}");
+            }
+        }
+
         Assert.Empty(LvstorJson("job-list").EnumerateArray());
         Assert.Empty(Directory.Exists(JobDir) ? Directory.GetFiles(JobDir) : []);
         Assert.Equal(["s1"], Snapshots().Select(s => s.Name));
