@@ -410,6 +410,62 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         await VerifyAfterRestartAsync(notify, workload);
     }
 
+    /// <summary>
+    /// Two queues written at once by two threads (lvstord runs their requests in parallel) through a commit and then a
+    /// stream: each queue's blocks read back as last written, and the chain ends as expected.
+    /// </summary>
+    [GuestFact]
+    public async Task Two_queues_writing_at_once_through_a_commit_and_a_stream_lose_nothing()
+    {
+        using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
+        using DaemonProcess daemon = await StartDaemonAsync(notify, "io: { queues: 2 }\n");
+        CreateVolume(64 * MiB);
+        using var frontend = VhostUserBlkFrontend.Connect(Socket, new VhostUserBlkFrontendOptions
+        {
+            Queues = 2, QueueSize = 64, Depth = 16, MaxRequestBytes = 64 << 10, CompletionTimeoutMs = 60_000,
+        });
+        PatternWorkload[] workloads = [new(0, 32 * MiB, blockBytes: 4096, seed: 1), new(32 * MiB, 32 * MiB, blockBytes: 4096, seed: 2)];
+        for (int q = 0; q < 2; q++)
+        {
+            workloads[q].WriteAll(frontend.Queues[q]);
+            workloads[q].Flush(frontend.Queues[q]);
+        }
+
+        foreach ((string type, string snapshot) in ((string, string)[])[("commit", "s1"), ("stream", "s2")])
+        {
+            LvstorOk("snapshot", "vm1", snapshot, "--pool", "tank");
+            bool stop = false;
+            Task[] writers = [.. Enumerable.Range(0, 2).Select(q => Task.Run(() =>
+            {
+                while (!Volatile.Read(ref stop))
+                {
+                    workloads[q].WriteRandom(frontend.Queues[q], 8);
+                    workloads[q].Flush(frontend.Queues[q]);
+                    Thread.Sleep(10);
+                }
+            }))];
+            long before = workloads.Sum(w => w.WritesAcknowledged);
+            (int code, string stdout, string stderr) = await Task.Run(() => Lvstor(type, "vm1", "--pool", "tank", "--speed", "16M"));
+            long during = workloads.Sum(w => w.WritesAcknowledged) - before;
+            Volatile.Write(ref stop, true);
+            await Task.WhenAll(writers);
+            Assert.True(code == 0, $"lvstor {type} exited {code}: {stderr}{stdout}");
+            Assert.True(during > 0, $"the queues wrote nothing during the {type}");
+            for (int q = 0; q < 2; q++)
+            {
+                PatternCheck check = workloads[q].Verify(frontend.Queues[q]);
+                Assert.True(check.IsOk, $"queue {q}: {check.Mismatches} sectors lost or damaged by the {type}; first: {check.FirstMismatch}");
+            }
+
+            Assert.Empty(Snapshots());
+        }
+
+        string top = Volume().GetProperty("file").GetString()!;
+        daemon.Signal(DaemonProcess.SigTerm);
+        Assert.Equal(0, await daemon.WaitForExitAsync());
+        AssertChain([top]);
+    }
+
     /// <summary>Bad stream, commit and job-control calls fail with a clear error, start no job and change nothing.</summary>
     [GuestFact]
     public async Task Bad_live_job_calls_are_refused_and_change_nothing()
@@ -472,10 +528,10 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
 
     private static string[] BaseArgs(string? baseSnapshot) => baseSnapshot is null ? [] : ["--base", baseSnapshot];
 
-    private async Task<DaemonProcess> StartDaemonAsync(NotifySocket notify)
+    private async Task<DaemonProcess> StartDaemonAsync(NotifySocket notify, string extraConfig = "")
     {
         string config = Path.Combine(_dir, "lvstord.yaml");
-        File.WriteAllText(config, $"admin_groups: [root]\npools: [ {{ name: tank, path: {PoolDir} }} ]\nlogging: {{ format: simple }}\n");
+        File.WriteAllText(config, $"admin_groups: [root]\npools: [ {{ name: tank, path: {PoolDir} }} ]\nlogging: {{ format: simple }}\n{extraConfig}");
         string[] args = ["--config", config, "--bus", fixture.Bus!.Address, "--state-dir", Path.Combine(_dir, "state"), "--runtime-dir", Path.Combine(_dir, "run")];
         DaemonProcess daemon = DaemonProcess.Start(args, notify.Path);
         try
