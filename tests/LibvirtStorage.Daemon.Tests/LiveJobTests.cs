@@ -466,6 +466,50 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         AssertChain([top]);
     }
 
+    /// <summary>
+    /// A cancelled commit leaves the volume's chain and snapshot as they were and the guest's data intact; running the
+    /// commit again finishes it.
+    /// </summary>
+    [GuestFact]
+    public async Task A_cancelled_commit_leaves_the_chain_and_a_second_commit_finishes_it()
+    {
+        const long size = 64 * MiB;
+        using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
+        using DaemonProcess daemon = await StartDaemonAsync(notify);
+        CreateVolume(size);
+        using var guest = Guest.Connect(Socket, new PatternWorkload(0, size, blockBytes: 64 << 10));
+        guest.Workload.WriteAll(guest.Queue);
+        List<Snapshot> snapshots = TakeSnapshots(guest, ["s1"]);
+        guest.Workload.WriteAll(guest.Queue);
+        guest.Workload.Flush(guest.Queue);
+        string top = Volume().GetProperty("file").GetString()!;
+        guest.StartWriting(batch: 4, restMs: 50);
+
+        long id = JobId(LvstorJson("commit", "vm1", "--pool", "tank", "--speed", "4M", "--async"));
+        WaitForJob(id, j => j.GetProperty("bytes_done").GetUInt64() > 0);
+        LvstorOk("job-cancel", id.ToString(CultureInfo.InvariantCulture));
+        JsonElement ended = WaitForJob(id, j => j.GetProperty("state").GetString() != "running");
+        Assert.True(ended.GetProperty("state").GetString() == "cancelled", $"the cancelled commit ended {ended}");
+        Assert.Equal(["s1"], Snapshots().Select(s => s.Name));
+        Assert.Equal(top, Volume().GetProperty("file").GetString());
+        Assert.True(File.Exists(top), "the cancelled commit deleted the top");
+        await guest.StopWritingAsync();
+        PatternCheck check = guest.Workload.Verify(guest.Queue);
+        Assert.True(check.IsOk, $"{check.Mismatches} sectors lost or damaged by the cancelled commit; first: {check.FirstMismatch}");
+
+        long during = await RunWhileWritingAsync(guest, ["commit", "vm1", "--pool", "tank", "--speed", "32M"]);
+        Assert.True(during > 0, "the guest wrote nothing while the second commit ran");
+        check = guest.Workload.Verify(guest.Queue);
+        Assert.True(check.IsOk, $"{check.Mismatches} sectors lost or damaged by the second commit; first: {check.FirstMismatch}");
+        Assert.Empty(Snapshots());
+        Assert.Equal(snapshots[0].File, Volume().GetProperty("file").GetString());
+
+        await StopAsync(daemon, guest);
+        AssertChain([snapshots[0].File]);
+        Assert.False(File.Exists(top), "the committed top is still there");
+        await VerifyAfterRestartAsync(notify, guest.Workload);
+    }
+
     /// <summary>Bad stream, commit and job-control calls fail with a clear error, start no job and change nothing.</summary>
     [GuestFact]
     public async Task Bad_live_job_calls_are_refused_and_change_nothing()
