@@ -411,6 +411,106 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
         await VerifyAfterRestartAsync(notify, workload);
     }
 
+    /// <summary>
+    /// Two queues written at once by two threads (lvstord runs their requests in parallel) through a commit and then a
+    /// stream: each queue's blocks read back as last written, and the chain ends as expected.
+    /// </summary>
+    [GuestFact]
+    public async Task Two_queues_writing_at_once_through_a_commit_and_a_stream_lose_nothing()
+    {
+        using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
+        using DaemonProcess daemon = await StartDaemonAsync(notify, "io: { queues: 2 }\n");
+        CreateVolume(64 * MiB);
+        using var frontend = VhostUserBlkFrontend.Connect(Socket, new VhostUserBlkFrontendOptions
+        {
+            Queues = 2, QueueSize = 64, Depth = 16, MaxRequestBytes = 64 << 10, CompletionTimeoutMs = 60_000,
+        });
+        PatternWorkload[] workloads = [new(0, 32 * MiB, blockBytes: 4096, seed: 1), new(32 * MiB, 32 * MiB, blockBytes: 4096, seed: 2)];
+        for (int q = 0; q < 2; q++)
+        {
+            workloads[q].WriteAll(frontend.Queues[q]);
+            workloads[q].Flush(frontend.Queues[q]);
+        }
+
+        foreach ((string type, string snapshot) in ((string, string)[])[("commit", "s1"), ("stream", "s2")])
+        {
+            LvstorOk("snapshot", "vm1", snapshot, "--pool", "tank");
+            bool stop = false;
+            Task[] writers = [.. Enumerable.Range(0, 2).Select(q => Task.Run(() =>
+            {
+                while (!Volatile.Read(ref stop))
+                {
+                    workloads[q].WriteRandom(frontend.Queues[q], 8);
+                    workloads[q].Flush(frontend.Queues[q]);
+                    Thread.Sleep(10);
+                }
+            }))];
+            long before = workloads.Sum(w => w.WritesAcknowledged);
+            (int code, string stdout, string stderr) = await Task.Run(() => Lvstor(type, "vm1", "--pool", "tank", "--speed", "16M"));
+            long during = workloads.Sum(w => w.WritesAcknowledged) - before;
+            Volatile.Write(ref stop, true);
+            await Task.WhenAll(writers);
+            Assert.True(code == 0, $"lvstor {type} exited {code}: {stderr}{stdout}");
+            Assert.True(during > 0, $"the queues wrote nothing during the {type}");
+            for (int q = 0; q < 2; q++)
+            {
+                PatternCheck check = workloads[q].Verify(frontend.Queues[q]);
+                Assert.True(check.IsOk, $"queue {q}: {check.Mismatches} sectors lost or damaged by the {type}; first: {check.FirstMismatch}");
+            }
+
+            Assert.Empty(Snapshots());
+        }
+
+        string top = Volume().GetProperty("file").GetString()!;
+        daemon.Signal(DaemonProcess.SigTerm);
+        Assert.Equal(0, await daemon.WaitForExitAsync());
+        AssertChain([top]);
+    }
+
+    /// <summary>
+    /// A cancelled commit leaves the volume's chain and snapshot as they were and the guest's data intact; running the
+    /// commit again finishes it.
+    /// </summary>
+    [GuestFact]
+    public async Task A_cancelled_commit_leaves_the_chain_and_a_second_commit_finishes_it()
+    {
+        const long size = 64 * MiB;
+        using var notify = new NotifySocket(Path.Combine(_dir, "notify"));
+        using DaemonProcess daemon = await StartDaemonAsync(notify);
+        CreateVolume(size);
+        using var guest = Guest.Connect(Socket, new PatternWorkload(0, size, blockBytes: 64 << 10));
+        guest.Workload.WriteAll(guest.Queue);
+        List<Snapshot> snapshots = TakeSnapshots(guest, ["s1"]);
+        guest.Workload.WriteAll(guest.Queue);
+        guest.Workload.Flush(guest.Queue);
+        string top = Volume().GetProperty("file").GetString()!;
+        guest.StartWriting(batch: 4, restMs: 50);
+
+        long id = JobId(LvstorJson("commit", "vm1", "--pool", "tank", "--speed", "4M", "--async"));
+        WaitForJob(id, j => j.GetProperty("bytes_done").GetUInt64() > 0);
+        LvstorOk("job-cancel", id.ToString(CultureInfo.InvariantCulture));
+        JsonElement ended = WaitForJob(id, j => j.GetProperty("state").GetString() != "running");
+        Assert.True(ended.GetProperty("state").GetString() == "cancelled", $"the cancelled commit ended {ended}");
+        Assert.Equal(["s1"], Snapshots().Select(s => s.Name));
+        Assert.Equal(top, Volume().GetProperty("file").GetString());
+        Assert.True(File.Exists(top), "the cancelled commit deleted the top");
+        await guest.StopWritingAsync();
+        PatternCheck check = guest.Workload.Verify(guest.Queue);
+        Assert.True(check.IsOk, $"{check.Mismatches} sectors lost or damaged by the cancelled commit; first: {check.FirstMismatch}");
+
+        long during = await RunWhileWritingAsync(guest, ["commit", "vm1", "--pool", "tank", "--speed", "32M"]);
+        Assert.True(during > 0, "the guest wrote nothing while the second commit ran");
+        check = guest.Workload.Verify(guest.Queue);
+        Assert.True(check.IsOk, $"{check.Mismatches} sectors lost or damaged by the second commit; first: {check.FirstMismatch}");
+        Assert.Empty(Snapshots());
+        Assert.Equal(snapshots[0].File, Volume().GetProperty("file").GetString());
+
+        await StopAsync(daemon, guest);
+        AssertChain([snapshots[0].File]);
+        Assert.False(File.Exists(top), "the committed top is still there");
+        await VerifyAfterRestartAsync(notify, guest.Workload);
+    }
+
     /// <summary>Bad stream, commit and job-control calls fail with a clear error, start no job and change nothing.</summary>
     [GuestFact]
     public async Task Bad_live_job_calls_are_refused_and_change_nothing()
@@ -441,6 +541,18 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
             Assert.True(stderr.Contains(message, StringComparison.Ordinal), $"lvstor {string.Join(' ', args)}: {stderr}");
         }
 
+        // The same through D-Bus: unknown options and wrong types are refused before any job starts.
+        string volumePath = Volume().GetProperty("object_path").GetString()!;
+        foreach (string[] options in (string[][])[["1", "bogus", "b", "true"], ["1", "speed", "s", "fast"], ["1", "base", "t", "1"], ["1", "base", "s", "nope"]])
+        {
+            foreach (string method in (string[])["Stream", "Commit"])
+            {
+                (int code, string output) = Tool("busctl", ["--address=" + fixture.Bus!.Address, "call", "org.lvstor.Storage1", volumePath,
+                    "org.lvstor.Storage1.Volume", method, "a{sv}", .. options]);
+                Assert.True(code != 0 && output.Length > 0, $"{method}({string.Join(' ', options)}) answered: {output}");
+            }
+        }
+
         Assert.Empty(LvstorJson("job-list").EnumerateArray());
         Assert.Empty(Directory.Exists(JobDir) ? Directory.GetFiles(JobDir) : []);
         Assert.Equal(["s1"], Snapshots().Select(s => s.Name));
@@ -461,10 +573,10 @@ public sealed class LiveJobTests(BusFixture fixture) : IClassFixture<BusFixture>
 
     private static string[] BaseArgs(string? baseSnapshot) => baseSnapshot is null ? [] : ["--base", baseSnapshot];
 
-    private async Task<DaemonProcess> StartDaemonAsync(NotifySocket notify)
+    private async Task<DaemonProcess> StartDaemonAsync(NotifySocket notify, string extraConfig = "")
     {
         string config = Path.Combine(_dir, "lvstord.yaml");
-        File.WriteAllText(config, $"admin_groups: [root]\npools: [ {{ name: tank, path: {PoolDir} }} ]\nlogging: {{ format: simple }}\n");
+        File.WriteAllText(config, $"admin_groups: [root]\npools: [ {{ name: tank, path: {PoolDir} }} ]\nlogging: {{ format: simple }}\n{extraConfig}");
         string[] args = ["--config", config, "--bus", fixture.Bus!.Address, "--state-dir", Path.Combine(_dir, "state"), "--runtime-dir", Path.Combine(_dir, "run")];
         DaemonProcess daemon = DaemonProcess.Start(args, notify.Path);
         try
