@@ -37,22 +37,8 @@ sock=$(lv vol-path vm1 --pool guests)
 log "vm1 (linked clone over golden, 64 MiB uploaded into golden) exported on $sock"
 
 # --- guest with fio; clone, then base move, while it writes -------------------------------------------------
-console=$work/console.log
-: >"$console"
 jobs=${LVSTOR_CLONE_MOVE_FIO:-randwrite:4k:32:64M,write:1M:8:128M}
-LVSTOR_GUEST_TIMEOUT=$timeout_s LVSTOR_GUEST_CONSOLE=$console \
-    "$here/run-guest.sh" "$sock" fio fiooff=128M fio="$jobs" >"$work/guest.log" 2>&1 &
-guest_pid=$!
-
-# wait_console PATTERN: until the guest printed PATTERN (or exited / timed out).
-wait_console() {
-    local deadline=$(( $(date +%s) + timeout_s ))
-    until grep -aq "$1" "$console"; do
-        kill -0 "$guest_pid" 2>/dev/null || return 1
-        [ "$(date +%s)" -lt "$deadline" ] || return 1
-        sleep 0.2
-    done
-}
+start_fio_guest "$sock" "$jobs" 128M
 
 # during_fio WHAT CMD...: runs `lvstor CMD...` and fails unless the guest was still running when it started.
 during_fio() {

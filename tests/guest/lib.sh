@@ -237,3 +237,23 @@ stop_service() {
 service_cleanup() {
     if [ -n "$bus_pid" ]; then kill "$bus_pid" 2>/dev/null || true; wait "$bus_pid" 2>/dev/null || true; bus_pid=; fi
 }
+
+# start_fio_guest SOCK JOBS OFFSET: boots the test guest on SOCK in the background, running fio JOBS (with
+# verify) from OFFSET; its console goes to $console, its log to $work/guest.log, its pid to $guest_pid.
+start_fio_guest() {
+    console=$work/console.log
+    : >"$console"
+    LVSTOR_GUEST_TIMEOUT=$timeout_s LVSTOR_GUEST_CONSOLE=$console \
+        "$here/run-guest.sh" "$1" fio fiooff="$3" fio="$2" >"$work/guest.log" 2>&1 &
+    guest_pid=$!
+}
+
+# wait_console PATTERN: until the guest printed PATTERN (or exited / timed out after $timeout_s).
+wait_console() {
+    local deadline=$(( $(date +%s) + timeout_s ))
+    until grep -aq "$1" "$console"; do
+        kill -0 "$guest_pid" 2>/dev/null || return 1
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        sleep 0.2
+    done
+}

@@ -29,22 +29,8 @@ sock=$(lv vol-path vm1 --pool guests)
 log "volume vm1 exported on $sock"
 
 # --- guest with fio, snapshots while it writes ----------------------------------------------------------
-console=$work/console.log
-: >"$console"
 jobs=${LVSTOR_SNAPSHOT_FIO:-randwrite:4k:32:64M,write:1M:8:128M}
-LVSTOR_GUEST_TIMEOUT=$timeout_s LVSTOR_GUEST_CONSOLE=$console \
-    "$here/run-guest.sh" "$sock" fio fiooff=256M fio="$jobs" >"$work/guest.log" 2>&1 &
-guest_pid=$!
-
-# wait_console PATTERN: until the guest printed PATTERN (or exited / timed out).
-wait_console() {
-    local deadline=$(( $(date +%s) + timeout_s ))
-    until grep -aq "$1" "$console"; do
-        kill -0 "$guest_pid" 2>/dev/null || return 1
-        [ "$(date +%s)" -lt "$deadline" ] || return 1
-        sleep 0.2
-    done
-}
+start_fio_guest "$sock" "$jobs" 256M
 
 taken=0
 n=0

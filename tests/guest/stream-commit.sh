@@ -35,22 +35,8 @@ sock=$(lv vol-path vm1 --pool guests)
 log "volume vm1 exported on $sock; 64 MiB uploaded into snapshot s1's layer $s1_file"
 
 # --- guest with fio; stream, then commit, while it writes --------------------------------------------------
-console=$work/console.log
-: >"$console"
 jobs=${LVSTOR_STREAM_COMMIT_FIO:-randwrite:4k:32:64M,write:1M:8:128M}
-LVSTOR_GUEST_TIMEOUT=$timeout_s LVSTOR_GUEST_CONSOLE=$console \
-    "$here/run-guest.sh" "$sock" fio fiooff=128M fio="$jobs" >"$work/guest.log" 2>&1 &
-guest_pid=$!
-
-# wait_console PATTERN: until the guest printed PATTERN (or exited / timed out).
-wait_console() {
-    local deadline=$(( $(date +%s) + timeout_s ))
-    until grep -aq "$1" "$console"; do
-        kill -0 "$guest_pid" 2>/dev/null || return 1
-        [ "$(date +%s)" -lt "$deadline" ] || return 1
-        sleep 0.2
-    done
-}
+start_fio_guest "$sock" "$jobs" 128M
 
 # live_job JOB ARGS...: runs `lvstor JOB vm1 ARGS...` (waiting for it) and fails unless the guest was still
 # running when the job started.

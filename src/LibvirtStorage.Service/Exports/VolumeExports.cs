@@ -431,13 +431,14 @@ public sealed class VolumeExports : IVolumeExports, IAsyncDisposable
 
     private void OnDisconnected(Export export)
     {
+        // The guest stops being a user before the state says Listening: whoever sees Listening finds no guest user.
+        export.Guest?.Dispose();
+        export.Guest = null;
         lock (_lock)
         {
             export.Connected = false;
         }
 
-        export.Guest?.Dispose();
-        export.Guest = null;
         ExportsLog.GuestDisconnected(_logger, export.Target.Pool, export.Target.Volume);
         StateChanged?.Invoke(export.Target.Key);
 
