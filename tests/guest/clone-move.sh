@@ -58,7 +58,7 @@ sleep "${LVSTOR_CLONE_MOVE_DELAY:-3}"   # inside the job's write phase
 during_fio "full clone of the running vm1" vol-clone vm1 copy1 --pool guests
 wait_console "fio $second start" || die "fio $second did not start ($(tail -3 "$work/guest.log"))"
 sleep "${LVSTOR_CLONE_MOVE_DELAY:-3}"
-during_fio "base move of golden to pool local" base-move golden local --pool guests --speed 64M
+during_fio "base move of golden to pool local" base-move golden local --pool guests
 
 grc=0
 wait "$guest_pid" || grc=$?
