@@ -238,7 +238,7 @@ public sealed class JobManager : IDisposable
         return null;
     }
 
-    /// <summary>Changes the speed limit of a running stream or commit (bytes per second, 0 unlimited).</summary>
+    /// <summary>Changes the speed limit of a running stream, commit or move (bytes per second, 0 unlimited).</summary>
     public void SetSpeed(long id, long bytesPerSecond)
     {
         if (bytesPerSecond < 0)
@@ -261,14 +261,14 @@ public sealed class JobManager : IDisposable
         Raise(Find(id)!);
     }
 
-    /// <summary>Holds a running stream or commit at its next chunk; the guest keeps running.</summary>
+    /// <summary>Holds a running stream, commit or move at its next chunk; the guest keeps running.</summary>
     public void Pause(long id)
     {
         RequireControl(id, "pause").Pause();
         Raise(Find(id)!);
     }
 
-    /// <summary>Lets a paused stream or commit go on.</summary>
+    /// <summary>Lets a paused stream, commit or move go on.</summary>
     public void Resume(long id)
     {
         RequireControl(id, "resume").Resume();
@@ -335,7 +335,7 @@ public sealed class JobManager : IDisposable
         StorageJob job = Find(id) ?? throw new StorageServiceException(StorageErrorKind.NotFound, $"no job {id}; list jobs to see the running ones");
         if (job.Control is not { } control)
         {
-            ThrowHelper.Invalid($"cannot {what} {job}: only stream and commit jobs have a speed and can pause");
+            ThrowHelper.Invalid($"cannot {what} {job}: only stream, commit and move jobs have a speed and can pause");
             return null!;
         }
 

@@ -15,12 +15,12 @@ internal static class LiveJobCommands
         root.Subcommands.Add(MoveBase(globals));
         root.Subcommands.Add(Control(globals, "job-cancel", "Cancel a running job (a stream or commit keeps the volume's chain as it was)",
             (client, path, _) => client.CancelJobAsync(path), "cancelled"));
-        root.Subcommands.Add(Control(globals, "job-pause", "Hold a stream or commit at its next chunk; guests keep running",
+        root.Subcommands.Add(Control(globals, "job-pause", "Hold a stream, commit or base move at its next chunk; guests keep running",
             (client, path, _) => client.PauseJobAsync(path, pause: true), "paused"));
-        root.Subcommands.Add(Control(globals, "job-resume", "Let a paused stream or commit go on",
+        root.Subcommands.Add(Control(globals, "job-resume", "Let a paused stream, commit or base move go on",
             (client, path, _) => client.PauseJobAsync(path, pause: false), "resumed"));
         var speed = new Argument<string>("SPEED") { Description = "Bytes per second, with a unit (10M = 10 MiB/s); 0 for no limit" };
-        root.Subcommands.Add(Control(globals, "job-speed", "Change a stream's or commit's speed limit",
+        root.Subcommands.Add(Control(globals, "job-speed", "Change a stream's, commit's or base move's speed limit",
             (client, path, r) => client.SetJobSpeedAsync(path, Speed(r.GetValue(speed)!)), "set to the new speed", speed));
     }
 
