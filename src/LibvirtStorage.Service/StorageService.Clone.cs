@@ -119,7 +119,7 @@ public sealed partial class StorageService
         IProgress<OperationProgress>? progress, CancellationToken cancellationToken)
     {
         string temporary = FreeSnapshotName(source, $"clone-{clone.Name}");
-        VolumeState snapshotted = TakeSnapshot(pool, source, temporary);
+        VolumeState snapshotted = TakeSnapshot(pool, source, temporary, cloneTarget: clone.Name);
         SnapshotState frozen = snapshotted.Snapshots[^1];
         string partial = pool.FullPath($".{clone.Name}.creating-{Guid.NewGuid():N}");
         ExceptionDispatchInfo? copyFailed = null;
@@ -165,6 +165,33 @@ public sealed partial class StorageService
         }
 
         CommitNewVolume(pool.Name, clone);
+    }
+
+    /// <summary>
+    /// The temporary snapshots of live clones that lvstord did not finish (it died during the copy or the merge), as
+    /// (pool, volume, snapshot); each hidden partial copy of such a clone is deleted here. The caller merges each snapshot
+    /// back with a commit, which rolls the clone back: the volume reads and is laid out as before, the clone never appears.
+    /// </summary>
+    internal IReadOnlyList<(string Pool, string Volume, string Snapshot)> TakeInterruptedClones()
+    {
+        var found = new List<(string, string, string)>();
+        foreach (PoolState pool in Snapshot().Pools.Where(p => p.Active))
+        {
+            foreach (VolumeState volume in pool.Volumes)
+            {
+                foreach (SnapshotState snapshot in volume.Snapshots.Where(s => s.CloneTarget is not null))
+                {
+                    foreach (string partial in Directory.EnumerateFiles(pool.Path, $".{snapshot.CloneTarget}.creating-*"))
+                    {
+                        TryDeleteFile(partial);
+                    }
+
+                    found.Add((pool.Name, volume.Name, snapshot.Name));
+                }
+            }
+        }
+
+        return found;
     }
 
     /// <summary>Copies what the chain topped by <paramref name="sourcePath"/> reads into a new image at <paramref name="path"/>.</summary>

@@ -38,11 +38,11 @@ public sealed partial class StorageService
     /// The work of <see cref="CreateSnapshot"/> on a volume the caller has claimed and checked (also a live clone's
     /// temporary snapshot); returns the volume as recorded now.
     /// </summary>
-    private VolumeState TakeSnapshot(PoolState pool, VolumeState volume, string snapshotName)
+    private VolumeState TakeSnapshot(PoolState pool, VolumeState volume, string snapshotName, string? cloneTarget = null)
     {
         (string overlay, int next) = NewLayerName(pool, volume);
         var options = new ImageCreateOptions { Format = ImageFormat.Qcow2, BackingFile = volume.File, BackingFormat = volume.Format };
-        var snapshot = new SnapshotState(snapshotName, volume.File, volume.Format, DateTimeOffset.UtcNow);
+        var snapshot = new SnapshotState(snapshotName, volume.File, volume.Format, DateTimeOffset.UtcNow, cloneTarget);
         VolumeState changed = volume with
         {
             File = overlay,

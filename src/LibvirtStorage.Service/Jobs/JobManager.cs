@@ -177,6 +177,25 @@ public sealed class JobManager : IDisposable
             InterlockedMax(ref _nextId, record.Id);
         }
 
+        // A live clone interrupted by the restart is rolled back: its temporary snapshot merges back like any commit.
+        foreach ((string pool, string volume, string snapshot) in _service.TakeInterruptedClones())
+        {
+            if (records.Any(r => r.Type == StorageJobType.Commit && r.Pool == pool && r.Volume == volume && r.BaseSnapshot == snapshot))
+            {
+                continue; // the merge was already recorded: it resumes below
+            }
+
+            try
+            {
+                StorageJob merge = StartCommit(pool, volume, new CommitOptions { BaseSnapshot = snapshot });
+                report.Add($"rolling back an interrupted clone: {merge} merges the temporary snapshot '{snapshot}' back");
+            }
+            catch (StorageServiceException ex)
+            {
+                report.Add($"could not roll back the interrupted clone of volume '{volume}' in pool '{pool}': {ex.Message}; merge snapshot '{snapshot}' with 'lvstor commit {volume} --pool {pool} --base {snapshot}'");
+            }
+        }
+
         foreach (JobRecord record in records)
         {
             try

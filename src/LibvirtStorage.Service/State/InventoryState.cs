@@ -79,5 +79,9 @@ internal sealed record VolumeState(Guid Key, string Name, string File, ImageForm
     }
 }
 
-/// <summary>A snapshot record: the layer that was the top when the snapshot was taken.</summary>
-internal sealed record SnapshotState(string Name, string File, ImageFormat Format, DateTimeOffset Created);
+/// <summary>
+/// A snapshot record: the layer that was the top when the snapshot was taken. <paramref name="CloneTarget"/> marks the
+/// temporary snapshot of a live full clone to that volume name: one found after a restart belongs to a clone that was
+/// interrupted, and is merged back (see <see cref="JobManager.ResumeRecorded"/>).
+/// </summary>
+internal sealed record SnapshotState(string Name, string File, ImageFormat Format, DateTimeOffset Created, string? CloneTarget = null);

@@ -182,6 +182,40 @@ public sealed class LiveJobTests
         Assert.False(File.Exists(Path.Combine(second.JobDirectory, "77.json")));
     }
 
+    [Fact]
+    public async Task A_live_clone_interrupted_by_a_restart_is_rolled_back_by_merging_its_temporary_snapshot()
+    {
+        using var h = new ServiceHarness();
+        h.Service.CreateVolume("p", new VolumeSpec("disk", "qcow2", 8 << 20));
+        Tool.QemuIo(h.File("disk"), "qcow2", "write -P 3 0 8M");
+        h.Service.CreateSnapshot("p", "disk", "clone-copy1");
+        Tool.QemuIo(h.Service.GetVolume("p", "disk").File, "qcow2", "write -P 4 1M 1M");
+
+        // What lvstord leaves when it dies during a live clone to 'copy1': the temporary snapshot (marked in the
+        // inventory with its clone's name) and a hidden partial copy.
+        string state = File.ReadAllText(h.StateFile);
+        Assert.Contains("\"name\": \"clone-copy1\",", state, StringComparison.Ordinal);
+        File.WriteAllText(h.StateFile, state.Replace("\"name\": \"clone-copy1\",", "\"name\": \"clone-copy1\", \"cloneTarget\": \"copy1\",", StringComparison.Ordinal));
+        string partial = h.File(".copy1.creating-00112233445566778899aabbccddeeff");
+        File.WriteAllText(partial, "half a copy");
+        h.Reopen();
+
+        using var jobs = new JobManager(h.Service, TimeSpan.FromMinutes(1));
+        IReadOnlyList<string> report = jobs.ResumeRecorded();
+        Assert.Contains(report, line => line.Contains("rolling back an interrupted clone", StringComparison.Ordinal) && line.Contains("'clone-copy1'", StringComparison.Ordinal));
+        StorageJob merge = Assert.Single(jobs.List());
+        await merge.Completion.WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.True(merge.State == StorageJobState.Completed, merge.Error?.Message);
+
+        VolumeInfo disk = h.Service.GetVolume("p", "disk");
+        Assert.Equal(h.File("disk"), disk.File);
+        Assert.Empty(disk.Snapshots);
+        Assert.False(File.Exists(partial), "the partial copy of the interrupted clone is deleted");
+        Assert.DoesNotContain(h.Service.ListVolumes("p"), v => v.Name == "copy1");
+        Tool.QemuIo(h.File("disk"), "qcow2", "read -P 3 0 1M", "read -P 4 1M 1M", "read -P 3 2M 6M");
+        Tool.QemuImg(h.PoolPath("p"), "check", "disk");
+    }
+
     /// <summary>
     /// Writes BaseOnly and round 0 into the base, snapshots, then keeps both queues writing and reading back until ten
     /// rounds each after <paramref name="job"/> returned. Returns each queue's last round (verified crosswise here).
