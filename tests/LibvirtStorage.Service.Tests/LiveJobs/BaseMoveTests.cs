@@ -116,10 +116,7 @@ public sealed class BaseMoveTests
     public async Task A_move_is_refused_with_clear_errors_and_a_recorded_move_is_finished_after_a_restart()
     {
         using var h = new ServiceHarness();
-        string local = Path.Combine(h.Root, "pools", "local");
-        Directory.CreateDirectory(local);
-        h.Service.DefinePool("local", local);
-        h.Service.StartPool("local");
+        string local = StartLocalPool(h);
         h.Service.CreateVolume("p", new VolumeSpec("golden", "qcow2", 4 << 20));
         Tool.QemuIo(h.File("golden"), "qcow2", "write -P 5 0 4M");
         h.Service.CreateVolume("p", new VolumeSpec("vm1", "qcow2", null, "golden"));
@@ -168,10 +165,7 @@ public sealed class BaseMoveTests
     public async Task A_move_killed_during_its_copy_starts_again_after_a_restart_and_leaves_no_partial_copy()
     {
         using var h = new ServiceHarness();
-        string local = Path.Combine(h.Root, "pools", "local");
-        Directory.CreateDirectory(local);
-        h.Service.DefinePool("local", local);
-        h.Service.StartPool("local");
+        string local = StartLocalPool(h);
         h.Service.CreateVolume("p", new VolumeSpec("golden", "qcow2", 4 << 20));
         Tool.QemuIo(h.File("golden"), "qcow2", "write -P 6 0 4M");
         h.Service.CreateVolume("p", new VolumeSpec("vm1", "qcow2", null, "golden"));
@@ -192,6 +186,16 @@ public sealed class BaseMoveTests
         Assert.Equal(["golden"], Directory.GetFiles(local).Select(Path.GetFileName));
         Assert.Equal(Path.Combine(local, "golden"), h.Service.GetVolume("p", "vm1").Chain.Single().File);
         Tool.QemuIo(h.File("vm1"), "qcow2", "read -P 6 0 4M");
+    }
+
+    /// <summary>Defines and starts the move's target pool "local" beside pool "p"; returns its directory.</summary>
+    private static string StartLocalPool(ServiceHarness h)
+    {
+        string local = Path.Combine(h.Root, "pools", "local");
+        Directory.CreateDirectory(local);
+        h.Service.DefinePool("local", local);
+        h.Service.StartPool("local");
+        return local;
     }
 
     /// <summary>Guest g owns chunks g, g+2, ... of the first 2 MiB; round r rewrites 4 of them.</summary>
